@@ -1,0 +1,1 @@
+"""The library that does and checks the migration work; plain code, no pytest imports."""

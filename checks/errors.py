@@ -1,0 +1,29 @@
+"""The project's error tree: one root, each error a one-line message that says what to do."""
+
+
+class MigrationError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class UsageError(MigrationError):
+    """The operator's input is wrong; the message says how to fix it."""
+
+
+class ConnectionFailed(MigrationError):
+    """A server could not be reached or refused the login."""
+
+
+class ToolMissing(MigrationError):
+    """A PostgreSQL client program of the needed version is not installed."""
+
+
+class DumpFailed(MigrationError):
+    """pg_dump failed, or its output is not a whole dump."""
+
+
+class RestoreFailed(MigrationError):
+    """psql stopped on an error while restoring the dump."""
+
+
+class KeyNotFound(MigrationError):
+    """The StackBlitz encryption key could not be read from the KOTS config."""

@@ -1,0 +1,3 @@
+"""Loads the project's pytest plugins for both the runbook and the project's own tests."""
+
+pytest_plugins: tuple[str, ...] = ()
