@@ -1,3 +1,8 @@
 """Loads the project's pytest plugins for both the runbook and the project's own tests."""
 
-pytest_plugins: tuple[str, ...] = ()
+pytest_plugins = (
+    "fixtures.options",
+    "fixtures.run",
+    "fixtures.stages",
+    "fixtures.evidence",
+)

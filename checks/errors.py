@@ -27,3 +27,11 @@ class RestoreFailed(MigrationError):
 
 class KeyNotFound(MigrationError):
     """The StackBlitz encryption key could not be read from the KOTS config."""
+
+
+class Refused(MigrationError):
+    """A preflight check refuses to let the migration go ahead."""
+
+
+class VerificationFailed(MigrationError):
+    """Source and target differ after the restore."""

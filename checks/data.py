@@ -1,0 +1,222 @@
+"""Compares the data of two databases: row counts, content digests, sequences, large objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+# Settings that change how values print as text; fixed on both sides before hashing rows, so
+# that a digest depends on the data only. search_path '' makes regclass & co. print qualified.
+DIGEST_SETTINGS = {
+    "DateStyle": "ISO, YMD",
+    "TimeZone": "UTC",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+    "xmloption": "content",
+    "search_path": "",
+}
+
+_TABLES = """
+SELECT n.nspname, c.relname, c.relkind::text
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+_COLUMNS = """
+SELECT a.attname FROM pg_attribute a
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attname
+"""
+
+_SEQUENCES = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+@dataclass(frozen=True)
+class TableData:
+    schema: str
+    name: str
+    kind: str  # "table" or "materialized view"
+    rows: int
+    digest: str  # order-independent sum of per-row MD5s, over columns in name order
+
+
+def fix_settings(conn: psycopg.Connection) -> None:
+    for name, value in DIGEST_SETTINGS.items():
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def tables(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
+    kinds = {"r": "table", "m": "materialized view"}
+    return [(s, n, kinds[k]) for s, n, k in conn.execute(_TABLES).fetchall()]
+
+
+def table_data(conn: psycopg.Connection, schema: str, name: str, kind: str) -> TableData:
+    """Count and digest one table in one scan.
+
+    Each row is printed as text over its columns in name order (so a digest does not depend on
+    column order), hashed with MD5, and the first 64 bits summed as numeric: the sum is
+    independent of row order, counts duplicate rows, and changes when any one value changes.
+    """
+    qualified = sql.Identifier(schema, name)
+    columns = [r[0] for r in conn.execute(_COLUMNS, (qualified.as_string(conn),)).fetchall()]
+    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+    if not columns:
+        row = sql.SQL("ROW()")
+    query = sql.SQL(
+        "SELECT count(*), coalesce(sum(('x' || left(md5({row}::text), 16))::bit(64)::bigint"
+        "::numeric), 0)::text FROM ONLY {table}"
+    ).format(row=row, table=qualified)
+    count, digest = conn.execute(query).fetchone()  # type: ignore[misc]
+    return TableData(schema, name, kind, int(count), digest)
+
+
+def all_table_data(
+    conn: psycopg.Connection, progress: Callable[[str], None] | None = None
+) -> dict[tuple[str, str], TableData]:
+    fix_settings(conn)
+    found = {}
+    for schema, name, kind in tables(conn):
+        if progress:
+            progress(f"{schema}.{name}")
+        found[(schema, name)] = table_data(conn, schema, name, kind)
+    return found
+
+
+def sequences(conn: psycopg.Connection) -> dict[str, tuple[int, bool]]:
+    """Every sequence's (last_value, is_called), which is what pg_dump carries over."""
+    values = {}
+    for schema, name in conn.execute(_SEQUENCES).fetchall():
+        query = sql.SQL("SELECT last_value, is_called FROM {}").format(sql.Identifier(schema, name))
+        last, called = conn.execute(query).fetchone()  # type: ignore[misc]
+        values[f"{schema}.{name}"] = (int(last), bool(called))
+    return values
+
+
+def large_objects(conn: psycopg.Connection) -> dict[int, str]:
+    """Every large object's MD5, by OID (pg_dump keeps OIDs)."""
+    rows = conn.execute(
+        "SELECT m.oid::bigint, md5(lo_get(m.oid)) FROM pg_largeobject_metadata m ORDER BY 1"
+    ).fetchall()
+    return {int(oid): digest for oid, digest in rows}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    tables: dict[tuple[str, str], TableData]
+    sequences: dict[str, tuple[int, bool]]
+    large_objects: dict[int, str]
+
+
+def snapshot(conn: psycopg.Connection) -> Snapshot:
+    tabs = all_table_data(conn)
+    return Snapshot(tabs, sequences(conn), large_objects(conn))
+
+
+def snapshot_both(
+    source: Callable[[], psycopg.Connection], target: Callable[[], psycopg.Connection]
+) -> tuple[Snapshot, Snapshot]:
+    """Both sides at once, each on its own server: verification takes the longer, not the sum."""
+
+    def run(connect: Callable[[], psycopg.Connection]) -> Snapshot:
+        with connect() as conn:
+            return snapshot(conn)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        src, dst = pool.submit(run, source), pool.submit(run, target)
+        return src.result(), dst.result()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    tables: list[dict[str, object]]
+    sequences: list[dict[str, object]]
+    large_objects: dict[str, object]
+    differences: list[str]
+
+    @property
+    def equal(self) -> bool:
+        return not self.differences
+
+
+def compare(source: Snapshot, target: Snapshot) -> Comparison:
+    differences: list[str] = []
+    table_rows: list[dict[str, object]] = []
+    for key in sorted(source.tables.keys() | target.tables.keys()):
+        src, dst = source.tables.get(key), target.tables.get(key)
+        label = ".".join(key)
+        entry: dict[str, object] = {
+            "schema": key[0],
+            "name": key[1],
+            "kind": (src or dst).kind,  # type: ignore[union-attr]
+            "source_rows": src.rows if src else None,
+            "target_rows": dst.rows if dst else None,
+        }
+        if src is None or dst is None:
+            differences.append(
+                f"{label}: {'missing on target' if dst is None else 'extra on target'}"
+            )
+            entry.update(rows_match=False, content_match=False, match=False)
+        else:
+            rows_ok = src.rows == dst.rows
+            content_ok = src.digest == dst.digest
+            if not rows_ok:
+                differences.append(f"{label}: {src.rows} rows on source, {dst.rows} on target")
+            elif not content_ok:
+                differences.append(f"{label}: same row count, different content")
+            entry.update(rows_match=rows_ok, content_match=content_ok, match=rows_ok and content_ok)
+        table_rows.append(entry)
+
+    seq_rows: list[dict[str, object]] = []
+    for name in sorted(source.sequences.keys() | target.sequences.keys()):
+        s, t = source.sequences.get(name), target.sequences.get(name)
+        ok = s == t
+        seq_rows.append(
+            {
+                "name": name,
+                "source": {"last_value": s[0], "is_called": s[1]} if s else None,
+                "target": {"last_value": t[0], "is_called": t[1]} if t else None,
+                "match": ok,
+            }
+        )
+        if not ok:
+            differences.append(f"sequence {name}: source {_seq(s)}, target {_seq(t)}")
+
+    lo_missing = sorted(source.large_objects.keys() - target.large_objects.keys())
+    lo_extra = sorted(target.large_objects.keys() - source.large_objects.keys())
+    lo_changed = sorted(
+        oid
+        for oid in source.large_objects.keys() & target.large_objects.keys()
+        if source.large_objects[oid] != target.large_objects[oid]
+    )
+    differences += [f"large object {oid}: missing on target" for oid in lo_missing]
+    differences += [f"large object {oid}: extra on target" for oid in lo_extra]
+    differences += [f"large object {oid}: different content" for oid in lo_changed]
+    lo_summary: dict[str, object] = {
+        "source_count": len(source.large_objects),
+        "target_count": len(target.large_objects),
+        "match": not (lo_missing or lo_extra or lo_changed),
+    }
+    return Comparison(table_rows, seq_rows, lo_summary, differences)
+
+
+def _seq(value: tuple[int, bool] | None) -> str:
+    if value is None:
+        return "missing"
+    return f"last_value {value[0]}{'' if value[1] else ' (not called)'}"

@@ -1,0 +1,127 @@
+"""The evidence of one run: what was checked, what it found, written as JSON for the approver."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from checks.data import Comparison
+from checks.dumpfile import DumpFile
+
+STAGES = ("preflight", "dump", "restore", "verify", "encryption key")
+
+
+@dataclass
+class CheckRecord:
+    stage: str
+    name: str
+    outcome: str  # passed, failed, skipped
+    seconds: float
+    message: str = ""
+
+
+@dataclass
+class Run:
+    mode: str
+    database: str
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    rehearsal: str | None = None
+    source: dict[str, object] = field(default_factory=dict)
+    target: dict[str, object] = field(default_factory=dict)
+    tools: dict[str, str] = field(default_factory=dict)
+    preflight: dict[str, object] = field(default_factory=dict)
+    dump: dict[str, object] | None = None
+    comparison: Comparison | None = None
+    schema_differences: list[str] | None = None
+    schema_objects: int | None = None  # how many objects the schema comparison covered
+    encryption_key: dict[str, object] | None = None
+    checks: list[CheckRecord] = field(default_factory=list)
+    # Values that must never appear in anything written: passwords, the key.
+    secrets: set[str] = field(default_factory=set, repr=False)
+    dump_file: DumpFile | None = field(default=None, repr=False)
+
+    def stages(self) -> list[dict[str, object]]:
+        out = []
+        for name in STAGES:
+            checks = [c for c in self.checks if c.stage == name]
+            if not checks:
+                continue
+            outcomes = {c.outcome for c in checks}
+            outcome = (
+                "failed"
+                if "failed" in outcomes
+                else "passed"
+                if "passed" in outcomes
+                else "skipped"
+            )
+            reason = next((c.message for c in checks if c.outcome == outcome and c.message), "")
+            out.append(
+                {
+                    "name": name,
+                    "outcome": outcome,
+                    "seconds": round(sum(c.seconds for c in checks), 3),
+                    "detail": reason,
+                }
+            )
+        return out
+
+    @property
+    def verified(self) -> bool:
+        """True only when the data comparison ran and passed, and nothing before it failed."""
+        by_name = {s["name"]: s["outcome"] for s in self.stages()}
+        needed = ["preflight", "verify"] + (["dump", "restore"] if self.mode == "migrate" else [])
+        return (
+            self.mode != "preflight-only"
+            and all(by_name.get(n) == "passed" for n in needed)
+            and self.comparison is not None
+            and self.comparison.equal
+            and self.schema_differences == []
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        comparison = self.comparison
+        return {
+            "tool": "stackblitz-migrate",
+            "mode": self.mode,
+            "rehearsal": self.rehearsal,
+            "database": self.database,
+            "started_at": self.started_at,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "verified": self.verified,
+            "stages": self.stages(),
+            "checks": [c.__dict__ for c in self.checks],
+            "source": self.source,
+            "target": self.target,
+            "tools": self.tools,
+            "preflight": self.preflight,
+            "dump": self.dump,
+            "tables": comparison.tables if comparison else [],
+            "sequences": comparison.sequences if comparison else [],
+            "large_objects": comparison.large_objects if comparison else None,
+            "data_differences": comparison.differences if comparison else None,
+            "schema_objects": self.schema_objects,
+            "schema_differences": self.schema_differences,
+            "encryption_key": self.encryption_key,
+        }
+
+
+def write_json(run: Run, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def leaked(directory: Path, secrets: set[str]) -> list[Path]:
+    """Files under `directory` that contain any of the secrets (a last line of defence)."""
+    needles = [s.encode() for s in secrets if len(s) >= 6]
+    hits = []
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            if any(n in data for n in needles):
+                hits.append(path)
+    return hits

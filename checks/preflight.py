@@ -1,0 +1,113 @@
+"""The preflight checks: each raises Refused with what to do, or returns a fact for the evidence."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+
+from checks import errors, server
+
+
+def target_not_older(source: server.ServerInfo, target: server.ServerInfo) -> None:
+    if target.major < source.major:
+        raise errors.Refused(
+            f"the target runs PostgreSQL {target.version}, older than the source's "
+            f"{source.version}: a dump may not load into an older server; use a target of "
+            f"version {source.major} or newer"
+        )
+
+
+def not_same_server(source: server.ServerInfo, target: server.ServerInfo) -> None:
+    if source.identity == target.identity:
+        raise errors.Refused(
+            "source and target are the same PostgreSQL server: the restore would drop the "
+            "source database; point --target-host at the managed server"
+        )
+
+
+def target_can_create_databases(conn: psycopg.Connection, user: str) -> None:
+    if not server.can_create_databases(conn):
+        raise errors.Refused(
+            f"the target user {user} may not create databases: grant CREATEDB (or use the "
+            "managed server's admin user)"
+        )
+
+
+def extensions_available(source_extensions: dict[str, str], available: set[str]) -> None:
+    missing = sorted(set(source_extensions) - available)
+    if missing:
+        raise errors.Refused(
+            f"extensions used by the source are not available on the target: "
+            f"{', '.join(missing)}; install or allow-list them there (azure.extensions, "
+            "rds.allowed_extensions) before migrating, or the restore fails"
+        )
+
+
+def locale_usable(db: server.DatabaseInfo, conn: psycopg.Connection) -> None:
+    """The CREATE DATABASE in the dump names the source's locale; the target must have it."""
+    if db.locale_provider == "builtin" and conn.info.server_version < 170000:
+        raise errors.Refused("the source uses the builtin locale provider: the target needs 17+")
+    if db.locale_provider == "icu":
+        row = conn.execute("SELECT count(*) FROM pg_collation WHERE collprovider = 'i'").fetchone()
+        if not row or not row[0]:
+            raise errors.Refused(
+                f"the source database uses ICU locale {db.icu_locale}, but the target server has "
+                "no ICU support"
+            )
+    for what, locale in (("LC_COLLATE", db.collate), ("LC_CTYPE", db.ctype)):
+        if locale and not server.locale_available(conn, locale):
+            raise errors.Refused(
+                f"the source database's {what} {locale!r} is not installed on the target: create "
+                "the target with that locale available, or migrate to a supported one first"
+            )
+
+
+def free_space(workdir: Path, needed: int) -> int:
+    """Free bytes in the workdir; refuse when the dump may not fit.
+
+    The database's on-disk size bounds its compressed plain dump (which leaves out indexes and
+    free space), so requiring that much is safe without being wasteful.
+    """
+    free = shutil.disk_usage(workdir).free
+    if free < needed:
+        raise errors.Refused(
+            f"{workdir} has {_size(free)} free, the dump may need up to {_size(needed)}: "
+            "free some space or pass --workdir on a larger disk"
+        )
+    return free
+
+
+def target_database_state(tables: int | None, database: str, *, allow_drop: bool) -> str:
+    """What the restore will find: refuse to drop a database that holds tables, unless told to.
+
+    `tables` is None when the database does not exist.
+    """
+    if tables is None:
+        return "absent"
+    if tables == 0:
+        return "exists, empty: the restore drops and recreates it"
+    if not allow_drop:
+        raise errors.Refused(
+            f"the target already has a database {database} with {tables} table(s): the restore "
+            "would drop it; pass --allow-drop-target if that is intended, or use another server"
+        )
+    return f"exists with {tables} table(s): dropped and recreated (--allow-drop-target)"
+
+
+def other_sessions(sessions: list[tuple[str, str, str]], database: str, *, allow: bool) -> None:
+    if sessions and not allow:
+        who = "; ".join(f"{u} {a or '(no application name)'} from {c}" for u, a, c in sessions[:5])
+        raise errors.Refused(
+            f"{len(sessions)} other session(s) are connected to {database} ({who}): writes after "
+            "the dump would be lost; stop StackBlitz first, or pass --allow-active-connections"
+        )
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"

@@ -1,0 +1,142 @@
+"""Stage 1, preflight: everything that could stop the migration, checked before anything changes.
+
+Every check runs even when another fails, so one run lists every refusal.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from checks import errors, preflight, server
+from checks.endpoint import Endpoint
+from checks.evidence import Run
+from checks.restore import MAINTENANCE_DB
+from checks.source import Source
+from fixtures.options import Settings
+
+pytestmark = pytest.mark.stage("preflight")
+CHANGES = pytest.mark.modes("migrate", "preflight-only")  # checks that matter only for a change
+
+
+def test_source_database_is_reachable(
+    source: Source, source_info: server.ServerInfo, settings: Settings, run: Run
+) -> None:
+    with source.connect() as conn:
+        db = server.database(conn, settings.database)
+    if db is None:
+        raise errors.Refused(f"the source has no database {settings.database}: check --database")
+    run.preflight["source_database"] = {
+        "encoding": db.encoding,
+        "collate": db.collate,
+        "ctype": db.ctype,
+        "locale_provider": db.locale_provider,
+        "size_bytes": db.size_bytes,
+    }
+
+
+def test_target_is_reachable(target_info: server.ServerInfo, run: Run) -> None:
+    assert run.target["version"] == target_info.version
+
+
+def test_source_and_target_are_different_servers(
+    source_info: server.ServerInfo, target_info: server.ServerInfo
+) -> None:
+    preflight.not_same_server(source_info, target_info)
+
+
+def test_target_is_not_older_than_source(
+    source_info: server.ServerInfo, target_info: server.ServerInfo
+) -> None:
+    preflight.target_not_older(source_info, target_info)
+
+
+@CHANGES
+def test_dump_and_restore_programs_are_installed(
+    source: Source, source_info: server.ServerInfo, target_info: server.ServerInfo, run: Run
+) -> None:
+    tools = getattr(source, "tools", None)
+    if tools:  # the direct source runs pg_dump and psql on this host
+        tools(source_major=source_info.major, target_major=target_info.major)
+    run.tools = source.tool_versions()
+
+
+@CHANGES
+def test_target_user_can_create_databases(target: Endpoint, target_info: server.ServerInfo) -> None:
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        preflight.target_can_create_databases(conn, conn.info.user)
+
+
+@CHANGES
+def test_source_extensions_are_available_on_target(
+    source: Source, target: Endpoint, target_info: server.ServerInfo, run: Run
+) -> None:
+    with source.connect() as conn:
+        used = server.extensions(conn)
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        available = server.available_extensions(conn)
+    run.preflight["source_extensions"] = used
+    preflight.extensions_available(used, available)
+
+
+@CHANGES
+def test_source_encoding_and_locale_are_usable_on_target(
+    source: Source, target: Endpoint, target_info: server.ServerInfo, settings: Settings
+) -> None:
+    with source.connect() as conn:
+        db = server.database(conn, settings.database)
+    assert db is not None, f"no database {settings.database} on the source"
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        preflight.locale_usable(db, conn)
+
+
+@CHANGES
+def test_workdir_has_room_for_the_dump(
+    source: Source, source_info: server.ServerInfo, settings: Settings, run: Run
+) -> None:
+    with source.connect() as conn:
+        db = server.database(conn, settings.database)
+    assert db is not None, f"no database {settings.database} on the source"
+    free = preflight.free_space(settings.workdir, db.size_bytes)
+    run.preflight["workdir"] = {
+        "path": str(settings.workdir),
+        "free_bytes": free,
+        "needed_bytes": db.size_bytes,
+    }
+
+
+@CHANGES
+def test_target_database_is_absent_or_may_be_dropped(
+    target: Endpoint, target_info: server.ServerInfo, settings: Settings, run: Run
+) -> None:
+    run.preflight["target_database"] = preflight.target_database_state(
+        _target_tables(target, settings.database),
+        settings.database,
+        allow_drop=settings.allow_drop_target,
+    )
+
+
+@pytest.mark.modes("verify-only")
+def test_target_database_exists(
+    target: Endpoint, target_info: server.ServerInfo, settings: Settings
+) -> None:
+    if _target_tables(target, settings.database) is None:
+        raise errors.Refused(
+            f"the target has no database {settings.database} to verify: run the migration first"
+        )
+
+
+def test_no_other_sessions_use_the_source_database(
+    source: Source, source_info: server.ServerInfo, settings: Settings, run: Run
+) -> None:
+    with source.connect() as conn:
+        sessions = server.other_sessions(conn, settings.database)
+    run.preflight["other_source_sessions"] = len(sessions)
+    preflight.other_sessions(sessions, settings.database, allow=settings.allow_active_connections)
+
+
+def _target_tables(target: Endpoint, database: str) -> int | None:
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        if server.database(conn, database) is None:
+            return None
+    with target.connect(dbname=database) as conn:
+        return server.user_table_count(conn)

@@ -1,0 +1,29 @@
+"""Stage 3, restore: the dump into the target as the seed does (create, connect, restore), but
+stopping at the first error."""
+
+from __future__ import annotations
+
+import pytest
+
+from checks import errors, server
+from checks.endpoint import Endpoint
+from checks.evidence import Run
+from checks.source import Source
+from fixtures.options import Settings
+
+pytestmark = [pytest.mark.stage("restore"), pytest.mark.modes("migrate")]
+
+
+def test_dump_is_restored_into_target(
+    source: Source, target: Endpoint, settings: Settings, run: Run
+) -> None:
+    assert run.dump_file is not None
+    log = run.dump_file.path.with_name(run.dump_file.path.name + ".restore.log")
+    source.restore(run.dump_file, target, log=log)
+
+
+def test_target_database_holds_the_tables(target: Endpoint, settings: Settings) -> None:
+    with target.connect(dbname=settings.database) as conn:
+        tables = server.user_table_count(conn)
+    if tables == 0:
+        raise errors.RestoreFailed(f"the restored {settings.database} on the target has no table")

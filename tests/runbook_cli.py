@@ -1,0 +1,88 @@
+"""Runs `pytest runbook/ ...` as an operator would, in a subprocess, and reads its evidence."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from fixtures import pgserver
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Outcome:
+    code: int
+    output: str
+    reports: Path
+    workdir: Path
+
+    @property
+    def evidence(self) -> dict:  # type: ignore[type-arg]
+        return json.loads((self.reports / "evidence.json").read_text())
+
+    def check(self, name: str) -> dict:  # type: ignore[type-arg]
+        return next(c for c in self.evidence["checks"] if c["name"] == name)
+
+    def junit_skips(self) -> list[str]:
+        root = ET.parse(self.reports / "junit.xml").getroot()
+        return [s.get("message", "") for s in root.iter("skipped")]
+
+
+def password_file(directory: Path, name: str, password: str) -> Path:
+    path = directory / name
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def direct_args(
+    source: pgserver.Server, target: pgserver.Server, secrets_dir: Path, *, database: str
+) -> list[str]:
+    return [
+        "--source-dsn",
+        f"host={source.host} port={source.port} user={source.user}",
+        "--source-password-file",
+        str(password_file(secrets_dir, "source-pw", source.password)),
+        "--target-host",
+        target.host,
+        "--target-port",
+        str(target.port),
+        "--target-user",
+        target.user,
+        "--target-password-file",
+        str(password_file(secrets_dir, "target-pw", target.password)),
+        "--database",
+        database,
+    ]
+
+
+def run_runbook(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Outcome:
+    """Run the runbook with its workdir and reports under `tmp`; never raises on failure."""
+    workdir, reports = tmp / "work", tmp / "reports"
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "runbook/",
+            "--workdir",
+            str(workdir),
+            "--reports-dir",
+            str(reports),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=900,
+        check=False,
+    )
+    return Outcome(proc.returncode, proc.stdout + proc.stderr, reports, workdir)

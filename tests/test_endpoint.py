@@ -1,0 +1,59 @@
+"""Connection settings keep the password out of argv, reports and reprs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from checks import errors
+from checks.endpoint import Endpoint, read_password_file
+from fixtures import pgserver
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://u:hunter22@db.example/x",
+        "host=db.example user=u password=hunter22",
+    ],
+)
+def test_dsn_with_a_password_is_refused(dsn: str) -> None:
+    with pytest.raises(errors.UsageError, match="password-file") as info:
+        Endpoint.from_dsn("source", dsn)
+    assert "hunter22" not in str(info.value)
+
+
+def test_password_never_in_conninfo_describe_or_repr() -> None:
+    ep = Endpoint.from_dsn("source", "host=h port=5433 user=u dbname=d", password="hunter22")
+    assert "hunter22" not in ep.conninfo() + ep.describe() + repr(ep)
+    assert ep.child_env()["PGPASSWORD"] == "hunter22"
+
+
+def test_password_file_must_be_private(tmp_path: Path) -> None:
+    f = tmp_path / "pw"
+    f.write_text("hunter22\n")
+    f.chmod(0o644)
+    with pytest.raises(errors.UsageError, match="chmod 600"):
+        read_password_file(f)
+    f.chmod(0o600)
+    assert read_password_file(f) == "hunter22"
+
+
+def test_wrong_password_is_one_clear_line(pg15: pgserver.Server) -> None:
+    ep = Endpoint(
+        "target", {"host": pg15.host, "port": str(pg15.port), "user": pg15.user}, "not-the-password"
+    )
+    with pytest.raises(errors.ConnectionFailed) as info:
+        ep.connect(dbname="postgres")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "password authentication failed" in message
+    assert "not-the-password" not in message
+
+
+def test_unreachable_server_is_one_clear_line() -> None:
+    ep = Endpoint("target", {"host": "127.0.0.1", "port": str(pgserver.free_port())})
+    with pytest.raises(errors.ConnectionFailed, match="Connection refused") as info:
+        ep.connect(dbname="postgres")
+    assert "\n" not in str(info.value)

@@ -1,0 +1,316 @@
+"""Direct-mode migrations between real servers: verified, tamper-evident, refused when unsafe."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from checks import data, schema
+from fixtures import pgserver, sample_db
+from fixtures.kots_sample import kots_config_values
+from tests.runbook_cli import Outcome, direct_args, password_file, run_runbook
+
+DB = sample_db.DATABASE
+PRISTINE = "sbm_test_pristine"
+KEY = "k3y-" + "Zq9" * 10
+
+
+def _admin(server: pgserver.Server, dbname: str = "postgres") -> psycopg.Connection:
+    return psycopg.connect(**server.connect_kwargs(dbname), autocommit=True)
+
+
+def _drop(server: pgserver.Server, name: str) -> None:
+    with _admin(server) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _target_state(server: pgserver.Server) -> dict[str, object]:
+    """Every database on the server with its schema and data: to prove nothing was touched."""
+    with _admin(server) as conn:
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate ORDER BY 1"
+            )
+        ]
+    state: dict[str, object] = {"databases": names}
+    for name in names:
+        with _admin(server, name) as conn:
+            state[name] = (schema.snapshot(conn), data.snapshot(conn))
+    return state
+
+
+@pytest.fixture(scope="module")
+def migrated(
+    pg15: pgserver.Server, pg18: pgserver.Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Outcome]:
+    """A seeded 15 source migrated into 18; a pristine copy of the result is kept on 18."""
+    for server in (pg15, pg18):
+        _drop(server, DB)
+    _drop(pg18, PRISTINE)
+    with _admin(pg15) as admin:
+        sample_db.create_database(admin, DB)
+    with _admin(pg15, DB) as conn:
+        sample_db.seed(conn, scale=1)
+    tmp = tmp_path_factory.mktemp("migrated")
+    kots = password_file(tmp, "kots.yaml", kots_config_values(KEY))
+    outcome = run_runbook(
+        tmp,
+        *direct_args(pg15, pg18, tmp, database=DB),
+        "--kots-config-file",
+        str(kots),
+        "--key-out",
+        str(tmp / "key"),
+    )
+    with _admin(pg18) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(PRISTINE), sql.Identifier(DB)
+            )
+        )
+    yield outcome
+    for server in (pg15, pg18):
+        _drop(server, DB)
+    _drop(pg18, PRISTINE)
+
+
+def _reset_target(pg18: pgserver.Server) -> None:
+    _drop(pg18, DB)
+    with _admin(pg18) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(DB), sql.Identifier(PRISTINE)
+            )
+        )
+
+
+def test_migration_is_verified(migrated: Outcome) -> None:
+    assert migrated.code == 0, migrated.output[-3000:]
+    doc = migrated.evidence
+    assert doc["verified"] is True
+    assert doc["dump"]["bytes"] > 0 and len(doc["dump"]["sha256"]) == 64
+    assert doc["dump"]["restricted"] is True  # pg_dump 18 brackets the script
+    assert doc["tools"]["pg_dump"].startswith("18.")
+    assert doc["encryption_key"]["item"] == "stackblitz_enc_key"
+    assert doc["preflight"]["target_database"] == "absent"
+
+
+def test_no_secret_in_any_artifact(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server
+) -> None:
+    secrets = [pg15.password.encode(), pg18.password.encode(), KEY.encode()]
+    written = [
+        p for p in (*migrated.reports.rglob("*"), *migrated.workdir.rglob("*")) if p.is_file()
+    ]
+    assert any(p.name == "report.html" for p in written)
+    for path in written:
+        content = path.read_bytes()
+        assert not any(s in content for s in secrets), f"a secret is in {path}"
+    assert not any(s.decode() in migrated.output for s in secrets)
+    dump = Path(migrated.evidence["dump"]["path"])
+    assert dump.stat().st_mode & 0o777 == 0o600
+    key_file = migrated.workdir.parent / "key"
+    assert key_file.read_text() == KEY + "\n" and key_file.stat().st_mode & 0o777 == 0o600
+
+
+TAMPERS = {
+    "row deleted": (
+        "DELETE FROM users WHERE id = (SELECT max(id) FROM users WHERE NOT EXISTS "
+        "(SELECT 1 FROM projects WHERE owner_id = users.id))",
+        "public.users: ",
+    ),
+    "one bytea byte flipped": (
+        "UPDATE project_files SET content = set_byte(content, 0, 255 - get_byte(content, 0)) "
+        "WHERE id = (SELECT min(id) FROM project_files WHERE octet_length(content) > 0)",
+        "public.project_files: same row count, different content",
+    ),
+    "value in a table without primary key": (
+        "UPDATE audit_log_raw SET action = action || 'x' WHERE ctid = "
+        "(SELECT min(ctid) FROM audit_log_raw)",
+        "public.audit_log_raw: same row count, different content",
+    ),
+    "row in a partition": (
+        "UPDATE events_default SET payload = payload || '{\"t\": 1}' WHERE ctid = "
+        "(SELECT min(ctid) FROM events_default)",
+        "public.events_default: same row count, different content",
+    ),
+    "timestamp moved by a microsecond": (
+        "UPDATE projects SET created_at = created_at + interval '1 microsecond' "
+        "WHERE id = (SELECT min(id) FROM projects)",
+        "public.projects: same row count, different content",
+    ),
+    "materialized view emptied": (
+        "TRUNCATE project_files CASCADE; REFRESH MATERIALIZED VIEW project_file_stats",
+        "public.project_file_stats: ",
+    ),
+    "sequence moved": (
+        "SELECT setval('project_number_seq', nextval('project_number_seq') + 100)",
+        "sequence public.project_number_seq",
+    ),
+    "large object changed": (
+        "SELECT lo_put((SELECT min(oid) FROM pg_largeobject_metadata), 0, '\\xff'::bytea)",
+        "large object ",
+    ),
+    "large object removed": (
+        "SELECT lo_unlink((SELECT max(oid) FROM pg_largeobject_metadata))",
+        "missing on target",
+    ),
+    "index dropped": ("DROP INDEX index_projects_on_tags", "index_projects_on_tags"),
+    "column default changed": (
+        "ALTER TABLE projects ALTER COLUMN stars_count SET DEFAULT 1",
+        "projects.stars_count",
+    ),
+    "table missing": ("DROP TABLE audit_log_raw", "audit_log_raw"),
+}
+
+
+@pytest.mark.parametrize("tamper", list(TAMPERS))
+def test_verify_only_detects(
+    tamper: str, migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    statement, expected = TAMPERS[tamper]
+    _reset_target(pg18)
+    with _admin(pg18, DB) as conn:
+        conn.execute(statement)
+    outcome = run_runbook(
+        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--verify-only"
+    )
+    assert outcome.code == 1, outcome.output[-2000:]
+    doc = outcome.evidence
+    assert doc["verified"] is False
+    found = (doc["data_differences"] or []) + (doc["schema_differences"] or [])
+    assert any(expected in d for d in found), found
+    assert [s["name"] for s in doc["stages"] if s["outcome"] == "failed"] == ["verify"]
+
+
+def test_verify_only_passes_on_an_untouched_copy_whatever_the_session_settings(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """Settings that change how values print must not change the digests."""
+    _reset_target(pg18)
+    with _admin(pg18) as conn:
+        conn.execute(
+            f"ALTER DATABASE {DB} SET DateStyle = 'SQL, DMY'; "
+            f"ALTER DATABASE {DB} SET TimeZone = 'Asia/Kathmandu'; "
+            f"ALTER DATABASE {DB} SET extra_float_digits = -3; "
+            f"ALTER DATABASE {DB} SET bytea_output = 'escape'; "
+            f"ALTER DATABASE {DB} SET IntervalStyle = 'sql_standard'"
+        )
+    outcome = run_runbook(
+        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--verify-only"
+    )
+    assert outcome.code == 0, outcome.output[-2000:]
+    assert outcome.evidence["verified"] is True
+    stages = {s["name"]: s for s in outcome.evidence["stages"]}
+    assert stages["verify"]["outcome"] == "passed"
+    for changing in ("dump", "restore"):
+        assert stages[changing]["outcome"] == "skipped"
+        assert stages[changing]["detail"] == "not part of a verify-only run"
+
+
+def _refused(outcome: Outcome, check: str, message: str) -> None:
+    assert outcome.code == 1, outcome.output[-2000:]
+    result = outcome.check(check)
+    assert result["outcome"] == "failed" and message in result["message"], result
+    assert "\n" not in result["message"]
+    stages = {s["name"]: s for s in outcome.evidence["stages"]}
+    assert stages["preflight"]["outcome"] == "failed"
+    for later in ("dump", "restore", "verify"):
+        assert stages[later]["outcome"] == "skipped"
+        assert stages[later]["detail"] == "stage 'preflight' failed"
+    assert "stage 'preflight' failed" in outcome.junit_skips()
+    assert outcome.evidence["verified"] is False
+    assert not list(outcome.workdir.glob("*.sql.gz*"))
+
+
+def test_existing_target_database_is_refused_and_untouched(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    _reset_target(pg18)
+    before = _target_state(pg18)
+    outcome = run_runbook(tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB))
+    _refused(outcome, "test_target_database_is_absent_or_may_be_dropped", "--allow-drop-target")
+    assert _target_state(pg18) == before
+
+
+def test_allow_drop_target_migrates_over_an_existing_database(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    _reset_target(pg18)
+    with _admin(pg18, DB) as conn:
+        conn.execute("CREATE TABLE leftover (x int)")
+    outcome = run_runbook(
+        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--allow-drop-target"
+    )
+    assert outcome.code == 0, outcome.output[-2000:]
+    assert outcome.evidence["verified"] is True
+    assert "dropped and recreated" in outcome.evidence["preflight"]["target_database"]
+
+
+def test_same_server_is_refused(migrated: Outcome, pg15: pgserver.Server, tmp_path: Path) -> None:
+    before = _target_state(pg15)
+    outcome = run_runbook(tmp_path, *direct_args(pg15, pg15, tmp_path, database=DB))
+    _refused(outcome, "test_source_and_target_are_different_servers", "same PostgreSQL server")
+    assert _target_state(pg15) == before
+
+
+def test_older_target_is_refused(
+    pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    name = "sbm_test_older_target"
+    _drop(pg18, name)
+    with _admin(pg18) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    with _admin(pg18, name) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    try:
+        before = _target_state(pg15)
+        outcome = run_runbook(tmp_path, *direct_args(pg18, pg15, tmp_path, database=name))
+        _refused(outcome, "test_target_is_not_older_than_source", "older than the source")
+        assert _target_state(pg15) == before
+    finally:
+        _drop(pg18, name)
+
+
+def test_missing_extension_is_refused(
+    pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """adminpack ships with PostgreSQL 15 and was removed in 17: the 18 target cannot have it."""
+    name = "sbm_test_missing_extension"
+    _drop(pg15, name)
+    with _admin(pg15) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    with _admin(pg15, name) as conn:
+        conn.execute("CREATE EXTENSION adminpack; CREATE TABLE t (x int)")
+    try:
+        before = _target_state(pg18)
+        outcome = run_runbook(tmp_path, *direct_args(pg15, pg18, tmp_path, database=name))
+        _refused(outcome, "test_source_extensions_are_available_on_target", "adminpack")
+        assert _target_state(pg18) == before
+    finally:
+        _drop(pg15, name)
+
+
+def test_unreachable_target_is_refused(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    gone = pgserver.Server("127.0.0.1", pgserver.free_port(), "postgres", "x" * 12, 18)
+    outcome = run_runbook(tmp_path, *direct_args(pg15, gone, tmp_path, database=DB))
+    _refused(outcome, "test_target_is_reachable", "Connection refused")
+
+
+def test_wrong_target_password_is_refused_and_not_echoed(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    before = _target_state(pg18)
+    wrong = pgserver.Server(pg18.host, pg18.port, pg18.user, "wrong-Pa55word", 18)
+    outcome = run_runbook(tmp_path, *direct_args(pg15, wrong, tmp_path, database=DB))
+    _refused(outcome, "test_target_is_reachable", "password authentication failed")
+    assert "wrong-Pa55word" not in outcome.output
+    assert _target_state(pg18) == before
