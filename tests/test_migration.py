@@ -314,3 +314,60 @@ def test_wrong_target_password_is_refused_and_not_echoed(
     _refused(outcome, "test_target_is_reachable", "password authentication failed")
     assert "wrong-Pa55word" not in outcome.output
     assert _target_state(pg18) == before
+
+
+def test_preflight_only_changes_nothing(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    _drop(pg18, DB)
+    before = _target_state(pg18)
+    outcome = run_runbook(
+        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--preflight-only"
+    )
+    assert outcome.code == 0, outcome.output[-2000:]
+    stages = {s["name"]: s["outcome"] for s in outcome.evidence["stages"]}
+    assert stages["preflight"] == "passed"
+    assert stages["dump"] == stages["restore"] == stages["verify"] == "skipped"
+    assert outcome.evidence["verified"] is False
+    assert not list(outcome.workdir.iterdir())
+    assert _target_state(pg18) == before
+
+
+def test_other_sessions_on_the_source_are_refused_unless_allowed(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    _drop(pg18, DB)
+    with _admin(pg15, DB) as app:
+        app.execute("SET application_name = 'stackblitz-rails'")
+        outcome = run_runbook(tmp_path / "refused", *direct_args(pg15, pg18, tmp_path, database=DB))
+        _refused(outcome, "test_no_other_sessions_use_the_source_database", "stackblitz-rails")
+        allowed = run_runbook(
+            tmp_path / "allowed",
+            *direct_args(pg15, pg18, tmp_path, database=DB),
+            "--allow-active-connections",
+            "--preflight-only",
+        )
+    assert allowed.code == 0, allowed.output[-2000:]
+    assert allowed.evidence["preflight"]["other_source_sessions"] == 1
+
+
+def test_restore_stops_at_the_first_error(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """A session on the target database makes the dump's DROP DATABASE fail: psql must stop
+    there, the stage must fail with psql's error, and nothing after it may run."""
+    _reset_target(pg18)
+    with _admin(pg18, DB):
+        outcome = run_runbook(
+            tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--allow-drop-target"
+        )
+    assert outcome.code == 1, outcome.output[-2000:]
+    failed = outcome.check("test_dump_is_restored_into_target")
+    assert failed["outcome"] == "failed"
+    assert (
+        "exit code 3" in failed["message"] and "being accessed by other users" in failed["message"]
+    )
+    stages = {s["name"]: s for s in outcome.evidence["stages"]}
+    assert stages["dump"]["outcome"] == "passed"
+    assert stages["verify"]["detail"] == "stage 'restore' failed"
+    assert outcome.evidence["verified"] is False

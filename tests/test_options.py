@@ -1,0 +1,42 @@
+"""Bad input to the runbook stops it at once with one line that says what to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.runbook_cli import run_runbook
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--target-host", "db.example"], "no source: pass --source-dsn"),
+        (["--source-dsn", "host=h"], "no target: pass --target-host"),
+        (
+            ["--source-dsn", "postgresql://u:hunter22@h/db", "--target-host", "t"],
+            "contains a password",
+        ),
+        (["--rehearsal", "--preflight-only", "--verify-only"], "exclude each other"),
+        (["--rehearsal", "--target-host", "t"], "--rehearsal starts its own servers"),
+        (["--source-dsn", "host=h", "--target-host", "t", "--target-port", "x"], "whole number"),
+        (
+            ["--source-dsn", "host=h", "--target-host", "t", "--target-password-file", "/nope"],
+            "cannot read password file /nope",
+        ),
+    ],
+)
+def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    outcome = run_runbook(tmp_path, *args)
+    assert outcome.code == 4  # pytest's usage-error exit status
+    errors = [line for line in outcome.output.splitlines() if line.startswith("ERROR: ")]
+    assert len(errors) == 1 and message in errors[0], outcome.output
+    assert "hunter22" not in outcome.output
+    assert not outcome.reports.exists()  # nothing was written
+
+
+def test_options_come_from_the_environment_too(tmp_path: Path) -> None:
+    env = {"STACKBLITZ_MIGRATE_TARGET_HOST": "t", "STACKBLITZ_MIGRATE_TARGET_PORT": "x"}
+    outcome = run_runbook(tmp_path, "--source-dsn", "host=h", env=env)
+    assert "--target-port takes a whole number" in outcome.output
