@@ -9,18 +9,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-# Settings that change how values print as text; fixed on both sides before hashing rows, so
-# that a digest depends on the data only. search_path '' makes regclass & co. print qualified.
-DIGEST_SETTINGS = {
-    "DateStyle": "ISO, YMD",
-    "TimeZone": "UTC",
-    "IntervalStyle": "postgres",
-    "extra_float_digits": "3",
-    "bytea_output": "hex",
-    "lc_monetary": "C",
-    "xmloption": "content",
-    "search_path": "",
-}
+from checks import textformat
 
 _TABLES = """
 SELECT n.nspname, c.relname, c.relkind::text
@@ -57,11 +46,6 @@ class TableData:
     digest: str  # order-independent sum of per-row MD5s, over columns in name order
 
 
-def fix_settings(conn: psycopg.Connection) -> None:
-    for name, value in DIGEST_SETTINGS.items():
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-
-
 def tables(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
     kinds = {"r": "table", "m": "materialized view"}
     return [(s, n, kinds[k]) for s, n, k in conn.execute(_TABLES).fetchall()]
@@ -90,7 +74,7 @@ def table_data(conn: psycopg.Connection, schema: str, name: str, kind: str) -> T
 def all_table_data(
     conn: psycopg.Connection, progress: Callable[[str], None] | None = None
 ) -> dict[tuple[str, str], TableData]:
-    fix_settings(conn)
+    textformat.apply(conn, local=False)  # the connection is ours alone: no need to restore
     found = {}
     for schema, name, kind in tables(conn):
         if progress:

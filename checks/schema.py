@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import psycopg
 
+from checks import textformat
+
 # System schemas hold nothing the migration moves; pg_toast/pg_temp hold per-session or
 # internal objects whose names differ between servers.
 _USER_NS = """
@@ -437,36 +439,6 @@ def _collect(conn: psycopg.Connection, queries: tuple[str, ...]) -> dict[str, st
     return found
 
 
-# Session settings that change how deparsed text prints, set as pg_dump sets them (and TimeZone
-# to UTC, which pg_dump leaves alone) so that both sides print alike whatever the role, database
-# or caller set. With only pg_catalog on the search_path every user name comes out qualified.
-_SETTINGS = {
-    "search_path": "pg_catalog",
-    "DateStyle": "ISO, MDY",
-    "IntervalStyle": "postgres",
-    "TimeZone": "UTC",
-    "extra_float_digits": "3",
-    "bytea_output": "hex",
-    "lc_monetary": "C",
-    "standard_conforming_strings": "on",
-    "quote_all_identifiers": "off",
-}
-
-
-def _set_locally(conn: psycopg.Connection, settings: dict[str, str]) -> dict[str, str]:
-    """Set these for the current transaction; return the values they had."""
-    names, values = list(settings), list(settings.values())
-    rows = conn.execute(
-        "SELECT current_setting(n) FROM unnest(%s::text[]) WITH ORDINALITY AS u(n, i) ORDER BY i",
-        [names],
-    ).fetchall()
-    conn.execute(
-        "SELECT set_config(n, v, true) FROM unnest(%s::text[], %s::text[]) AS u(n, v)",
-        [names, values],
-    )
-    return {name: row[0] for name, row in zip(names, rows, strict=True)}
-
-
 def snapshot(conn: psycopg.Connection) -> dict[str, str]:
     """Every user object of the connected database: identity -> normalized definition.
 
@@ -475,10 +447,10 @@ def snapshot(conn: psycopg.Connection) -> dict[str, str]:
     released savepoint would keep them until the caller's transaction ends.
     """
     with conn.transaction():
-        saved = _set_locally(conn, _SETTINGS)
+        saved = textformat.apply(conn, local=True)
         found = _collect(conn, (*_QUERIES, _functions_sql(conn.info.server_version)))
         found.update(_views(conn))
-        _set_locally(conn, saved)
+        textformat.apply(conn, saved, local=True)
     return found
 
 
