@@ -91,7 +91,7 @@ def other_sessions(conn: psycopg.Connection, dbname: str) -> list[tuple[str, str
     """Other sessions connected to the database: (user, application, client address)."""
     rows = conn.execute(
         "SELECT coalesce(usename, '?'), coalesce(application_name, ''), "
-        "coalesce(client_addr::text, 'local') FROM pg_stat_activity "
+        "coalesce(host(client_addr), 'local') FROM pg_stat_activity "
         "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
         (dbname,),
     ).fetchall()
