@@ -46,6 +46,12 @@ class DirectSource:
             "bindir": str(self._tools.bindir),
         }
 
+    def secrets(self) -> set[str]:
+        return {self.endpoint.password} if self.endpoint.password else set()
+
+    def close(self) -> None:
+        pass  # every connection is closed where it is opened
+
     def dump(self, dest: Path, *, target_major: int) -> DumpFile:
         with self.connect() as conn:
             source_major = conn.info.server_version // 10000

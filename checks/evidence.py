@@ -38,6 +38,8 @@ class Run:
     schema_differences: list[str] | None = None
     schema_objects: int | None = None  # how many objects the schema comparison covered
     encryption_key: dict[str, object] | None = None
+    kots: dict[str, object] = field(default_factory=dict)  # where the KOTS config came from
+    workloads: list[dict[str, object]] | None = None  # Kubernetes mode: the write freeze
     checks: list[CheckRecord] = field(default_factory=list)
     # Values that must never appear in anything written: passwords, the key.
     secrets: set[str] = field(default_factory=set, repr=False)
@@ -105,6 +107,8 @@ class Run:
             "schema_objects": self.schema_objects,
             "schema_differences": self.schema_differences,
             "encryption_key": self.encryption_key,
+            "kots": self.kots,
+            "workloads": self.workloads,
         }
 
 

@@ -93,3 +93,17 @@ def write_key(key: EncryptionKey, path: Path) -> None:
 
 def _one_line(e: Exception) -> str:
     return " ".join(str(e).split())
+
+
+def check_carried_forward(key: EncryptionKey, expected_fingerprint: str) -> None:
+    """The reinstall check: the new installation must use a custom key, the old one."""
+    if key.settings == GENERATED:
+        raise errors.KeyNotFound(
+            f"{SETTINGS_ITEM} is {GENERATED}: the new installation generated a key of its own; "
+            "select Custom Key and paste the old key before it touches the migrated data"
+        )
+    if key.fingerprint != expected_fingerprint:
+        raise errors.KeyNotFound(
+            f"the custom key's fingerprint is {key.fingerprint}, not {expected_fingerprint}: "
+            "paste the key from the migration's --key-out file"
+        )

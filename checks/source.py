@@ -39,3 +39,11 @@ class Source(Protocol):
     def tool_versions(self) -> dict[str, str]:
         """The pg_dump and psql versions used, for the evidence."""
         ...
+
+    def secrets(self) -> set[str]:
+        """Passwords this source knows, which no report may contain."""
+        ...
+
+    def close(self) -> None:
+        """Release what the source holds open (a port-forward, say)."""
+        ...

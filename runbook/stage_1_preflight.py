@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from checks import errors, preflight, server
+from checks import errors, kube, preflight, server
 from checks.endpoint import Endpoint
 from checks.evidence import Run
+from checks.kubernetes import KubernetesSource
 from checks.restore import MAINTENANCE_DB
 from checks.source import Source
 from fixtures.options import Settings
@@ -131,7 +132,11 @@ def test_no_other_sessions_use_the_source_database(
     with source.connect() as conn:
         sessions = server.other_sessions(conn, settings.database)
     run.preflight["other_source_sessions"] = len(sessions)
-    preflight.other_sessions(sessions, settings.database, allow=settings.allow_active_connections)
+    # With --stop-app the sessions are StackBlitz's own: the dump stage stops it and checks again.
+    stopping = settings.stop_app and isinstance(source, KubernetesSource)
+    preflight.other_sessions(
+        sessions, settings.database, allow=settings.allow_active_connections or stopping
+    )
 
 
 def _target_tables(target: Endpoint, database: str) -> int | None:
@@ -140,3 +145,19 @@ def _target_tables(target: Endpoint, database: str) -> int | None:
             return None
     with target.connect(dbname=database) as conn:
         return server.user_table_count(conn)
+
+
+def test_stackblitz_workloads_are_listed(source: Source, settings: Settings, run: Run) -> None:
+    """The write freeze starts here: which workloads could write to the database."""
+    if not isinstance(source, KubernetesSource):
+        pytest.skip("direct mode: stop StackBlitz yourself; other sessions are checked above")
+    workloads = kube.app_workloads(source.kube, source.pod.namespace)
+    run.workloads = [
+        {
+            "kind": w.kind,
+            "name": w.name,
+            "replicas": w.replicas,
+            "restore_command": kube.restore_command(source.pod.namespace, w),
+        }
+        for w in workloads
+    ]

@@ -1,30 +1,58 @@
 """Stage 5, encryption key: StackBlitz's key read from the KOTS config, recorded by fingerprint
-only, and written to --key-out (mode 0600) for the new installation's "Custom Key" field."""
+only, and written to --key-out (mode 0600) for the new installation's "Custom Key" field.
+
+In Kubernetes mode the config comes from `kubectl kots get config --current --decrypt` (the
+deployed sequence, which is not always the newest), unless --kots-config-file gives it.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from checks import kots
+from checks import kots, kots_cli
 from checks.evidence import Run
+from checks.kubernetes import KubernetesSource
 from fixtures.options import Settings
 from fixtures.run import Sides
 
 pytestmark = pytest.mark.stage("encryption key")
 
 
-def test_encryption_key_is_found(sides: Sides, settings: Settings, run: Run) -> None:
-    config: Path | None = sides.kots_config_file
-    if config is None:
+def _config_text(sides: Sides, settings: Settings, run: Run) -> str:
+    if sides.kots_config_file is not None:
+        run.kots["config"] = str(sides.kots_config_file)
+        return sides.kots_config_file.read_text()
+    source = sides.source
+    if not isinstance(source, KubernetesSource):
         pytest.skip(
             "no --kots-config-file: save `kubectl kots get config -n NS --appslug stackblitz "
             "--current --decrypt` to a file (mode 0600) and pass it"
         )
-    key = kots.encryption_key(config.read_text())
+    namespace = source.pod.namespace
+    deployed = kots_cli.deployed_version(source.kube, namespace, settings.kots_app)
+    run.kots.update(
+        deployed_sequence=deployed.sequence,
+        deployed_version=deployed.version_label,
+        deployed_at=deployed.deployed_at,
+        config=f"kubectl kots get config -n {namespace} --appslug {settings.kots_app} "
+        + (
+            f"--sequence {settings.kots_sequence}"
+            if settings.kots_sequence is not None
+            else "--current"
+        ),
+    )
+    return kots_cli.config_values(
+        source.kube, namespace, settings.kots_app, sequence=settings.kots_sequence
+    )
+
+
+def test_encryption_key_is_found(sides: Sides, settings: Settings, run: Run) -> None:
+    key = kots.encryption_key(_config_text(sides, settings, run))
     run.secrets.add(key.value)
     run.encryption_key = key.evidence()
+    if settings.expect_key_fingerprint:  # the reinstall check
+        kots.check_carried_forward(key, settings.expect_key_fingerprint)
+        run.encryption_key["carried_forward"] = True
     if settings.key_out:
         kots.write_key(key, settings.key_out)
         run.encryption_key["written_to"] = str(settings.key_out)

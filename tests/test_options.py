@@ -12,7 +12,10 @@ from tests.runbook_cli import run_runbook
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--target-host", "db.example"], "no source: pass --source-dsn"),
+        (
+            ["--source-dsn", "host=h", "--namespace", "stackblitz", "--target-host", "t"],
+            "pick one",
+        ),
         (["--source-dsn", "host=h"], "no target: pass --target-host"),
         (
             ["--source-dsn", "postgresql://u:hunter22@h/db", "--target-host", "t"],
