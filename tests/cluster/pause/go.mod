@@ -1,0 +1,3 @@
+module sbm.local/pause
+
+go 1.21

@@ -1,0 +1,339 @@
+"""Kubernetes mode on a real cluster (tests/cluster: kube-apiserver, kubelet, containerd here).
+
+The KOTS admin console cannot run here, so `kubectl kots` is the stand-in in fixtures/bin; the
+truncated-stream test wraps kubectl to cut its output short, as kubectl's own exec bug does
+(kubernetes issue 124571), which cannot be triggered on demand.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from checks import errors, kube
+from fixtures import pgserver, sample_db
+from fixtures import stackblitz_namespace as sbns
+from fixtures.kots_sample import kots_config_values
+from tests.runbook_cli import Outcome, password_file, run_runbook
+
+pytestmark = pytest.mark.cluster
+
+CLUSTER = Path(__file__).resolve().parent / "cluster"
+HOST_IP = os.environ.get("HOST_IP", "10.244.0.1")  # tests/cluster/env.sh: where pods reach us
+POD_CIDR = os.environ.get("POD_CIDR", "10.244.0.0/24")
+KEY = "kube-key-" + secrets.token_hex(8)
+OLD_KEY = "old-key-" + secrets.token_hex(8)
+VERSIONS = [  # newest first, as the CLI prints them: the top row is not the deployed one
+    {"versionLabel": "1.3.0", "sequence": 5, "status": "pending", "deployedAt": ""},
+    {
+        "versionLabel": "1.2.0",
+        "sequence": 4,
+        "status": "deployed",
+        "deployedAt": "2026-11-20T10:00:00Z",
+    },
+    {
+        "versionLabel": "1.1.0",
+        "sequence": 3,
+        "status": "deployed",
+        "deployedAt": "2026-10-01T10:00:00Z",
+    },
+]
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[kube.Kube]:
+    """The test cluster, started (a no-op when it runs) and stopped: the next run starts fresh."""
+    done = subprocess.run([str(CLUSTER / "up")], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.fail(f"tests/cluster/up failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
+    yield kube.Kube(Path("/var/lib/stackblitz-migrate-cluster/admin.kubeconfig"))
+    subprocess.run([str(CLUSTER / "down")], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def host_target() -> Iterator[pgserver.Server]:
+    """The managed server: outside the cluster, reachable from pods at the bridge address."""
+    with pgserver.running_server(18, also_listen_on=HOST_IP, allow_cidr=POD_CIDR) as server:
+        yield pgserver.Server(HOST_IP, server.port, server.user, server.password, 18)
+
+
+def _install(namespace: str, **kw: object) -> sbns.Install:
+    return sbns.Install(
+        namespace,
+        secrets.token_urlsafe(12),
+        kots_configs={3: kots_config_values(OLD_KEY), 4: kots_config_values(KEY)},
+        kots_versions=VERSIONS,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def deployed(cluster: kube.Kube, request: pytest.FixtureRequest) -> Iterator[sbns.Install]:
+    """A StackBlitz-like namespace with a seeded database; deleted afterwards."""
+    install = _install(request.param if hasattr(request, "param") else "stackblitz")
+    sbns.delete(cluster, install.namespace)
+    _wait_gone(cluster, install.namespace)
+    sbns.deploy(cluster, install)
+    pod = kube.find_postgres_pod(cluster, namespace=install.namespace, pod_name=None)
+    forward = kube.PortForward(cluster, pod)
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=forward.port,
+            user=sbns.USER,
+            password=install.password,
+            dbname=sbns.DATABASE,
+        ) as conn:
+            sample_db.seed(conn, scale=1)
+    finally:
+        forward.close()
+    yield install
+    sbns.delete(cluster, install.namespace)
+
+
+def _wait_gone(cluster: kube.Kube, namespace: str) -> None:
+    subprocess.run(
+        cluster.kubectl("wait", "--for=delete", f"namespace/{namespace}", "--timeout=120s"),
+        capture_output=True,
+        check=False,
+    )
+
+
+def _args(cluster: kube.Kube, target: pgserver.Server, tmp: Path) -> list[str]:
+    return [
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--target-host",
+        target.host,
+        "--target-port",
+        str(target.port),
+        "--target-user",
+        target.user,
+        "--target-password-file",
+        str(password_file(tmp, "target-pw", target.password)),
+    ]
+
+
+def _env(extra_path: Path | None = None) -> dict[str, str]:
+    path = os.pathsep.join(
+        p for p in (str(extra_path or ""), str(sbns.STAND_IN_BIN), os.environ["PATH"]) if p
+    )
+    return {"PATH": path}
+
+
+def _drop_target(target: pgserver.Server) -> None:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        dbname="postgres",
+        autocommit=True,
+    ) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {sbns.DATABASE} WITH (FORCE)")
+
+
+def test_kubernetes_migration_is_verified(
+    cluster: kube.Kube, deployed: sbns.Install, host_target: pgserver.Server, tmp_path: Path
+) -> None:
+    _drop_target(host_target)
+    key_out = tmp_path / "key"
+    outcome = run_runbook(
+        tmp_path,
+        *_args(cluster, host_target, tmp_path),
+        "--stop-app",
+        "--key-out",
+        str(key_out),
+        env=_env(),
+    )
+    assert outcome.code == 0, outcome.output[-4000:]
+    doc = outcome.evidence
+    assert doc["verified"] is True
+    assert doc["source"]["kind"] == "kubernetes"
+    assert (doc["source"]["namespace"], doc["source"]["pod"]) == ("stackblitz", "postgres-0")
+    assert doc["tools"]["pg_dump"].startswith("15.")  # the pod's own pg_dump
+    # the write freeze: the app was listed, stopped and can be started again
+    (app,) = [w for w in doc["workloads"] if w["name"] == "stackblitz-app"]
+    assert app["replicas"] == 1 and app["stopped"] is True
+    assert "kubectl scale -n stackblitz deployment/stackblitz-app --replicas=1" in outcome.output
+    assert not any("kots" in w["name"] or "postgres" in w["name"] for w in doc["workloads"])
+    # the key of the deployed sequence (4), not of the newest row (5, pending) nor of 3
+    assert doc["kots"]["deployed_sequence"] == 4
+    assert key_out.read_text() == KEY + "\n"
+    # bytea with every byte value made it across
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=host_target.port,
+        user=host_target.user,
+        password=host_target.password,
+        dbname=sbns.DATABASE,
+    ) as conn:
+        seen = conn.execute(
+            "SELECT count(DISTINCT get_byte(content, i)) FROM project_files, "
+            "generate_series(0, 255) i WHERE i < octet_length(content)"
+        ).fetchone()
+    assert seen == (256,)
+    _assert_no_secret_left(cluster, deployed, host_target, outcome)
+
+
+def _assert_no_secret_left(
+    cluster: kube.Kube, install: sbns.Install, target: pgserver.Server, outcome: Outcome
+) -> None:
+    secrets_ = [target.password, install.password, KEY]
+    # Every exec's argv is in the request URIs the API server logs (tests/cluster/up audits).
+    raw = Path("/var/lib/stackblitz-migrate-cluster/logs/audit.log").read_text(errors="replace")
+    audit = raw + urllib.parse.unquote_plus(raw)
+    assert "pg_dump --if-exists -xcCO" in audit and "ON_ERROR_STOP=1" in audit  # dump, restore
+    assert not any(s in audit for s in secrets_)
+    for path in (*outcome.reports.rglob("*"), *outcome.workdir.rglob("*")):
+        if path.is_file():
+            assert not any(s.encode() in path.read_bytes() for s in secrets_), path
+    # nothing the restore brought into the pod stays there: no temp dir, no password in a file
+    pod = kube.PostgresPod(install.namespace, "postgres-0", "postgres", sbns.USER)
+    leftover = subprocess.run(
+        kube.exec_argv(
+            cluster,
+            pod,
+            [
+                "sh",
+                "-c",
+                'IFS= read -r n; ls /tmp; grep -rlF "$n" /tmp /root '
+                "/var/lib/postgresql 2>/dev/null; true",
+            ],
+            stdin=True,
+        ),
+        input=target.password + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert leftover.strip() == "", leftover
+
+
+@pytest.mark.parametrize(
+    ("namespace", "install", "message"),
+    [
+        ("sbm-two", {"postgres_pods": 2}, "several postgres pods in namespace sbm-two"),
+        ("sbm-unready", {"ready": False}, "ready=False"),
+    ],
+)
+def test_discovery_refuses_what_it_cannot_pick(
+    cluster: kube.Kube,
+    namespace: str,
+    install: dict,
+    message: str,  # type: ignore[type-arg]
+) -> None:
+    spec = _install(namespace, **install)
+    sbns.delete(cluster, namespace)
+    _wait_gone(cluster, namespace)
+    try:
+        sbns.deploy(cluster, spec, app=False)
+        if not spec.ready:
+            subprocess.run(
+                cluster.kubectl(
+                    "wait",
+                    "-n",
+                    namespace,
+                    "pod/postgres-0",
+                    "--for=jsonpath={.status.phase}=Running",
+                    "--timeout=120s",
+                ),
+                check=True,
+                capture_output=True,
+            )
+        with pytest.raises(errors.MigrationError, match=message) as info:
+            kube.find_postgres_pod(cluster, namespace=namespace, pod_name=None)
+        assert "\n" not in str(info.value)
+        if spec.postgres_pods == 2:  # --source-pod settles it
+            pod = kube.find_postgres_pod(cluster, namespace=namespace, pod_name="postgres-2-0")
+            assert pod.name == "postgres-2-0" and pod.user == sbns.USER
+    finally:
+        sbns.delete(cluster, namespace)
+
+
+def test_discovery_without_a_pod_names_what_to_pass(cluster: kube.Kube) -> None:
+    with pytest.raises(errors.UsageError, match=r"no postgres pod .* in namespace\(s\) nope"):
+        kube.find_postgres_pod(cluster, namespace="nope", pod_name=None)
+    with pytest.raises(errors.UsageError, match="pass --namespace"):
+        kube.find_postgres_pod(cluster, namespace="kube-system", pod_name=None)
+
+
+def test_dump_stream_cut_short_is_caught_before_any_restore(
+    cluster: kube.Kube, deployed: sbns.Install, host_target: pgserver.Server, tmp_path: Path
+) -> None:
+    """A kubectl that ends pg_dump's stream early and exits 0, like kubernetes issue 124571."""
+    _drop_target(host_target)
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
+    (wrapper / "kubectl").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *pg_dump*) "' + real + '" "$@" | head -c 200000; exit 0;; esac\n'
+        'exec "' + real + '" "$@"\n'
+    )
+    (wrapper / "kubectl").chmod(0o755)
+    outcome = run_runbook(
+        tmp_path,
+        *_args(cluster, host_target, tmp_path),
+        "--allow-active-connections",
+        env=_env(wrapper),
+    )
+    assert outcome.code == 1, outcome.output[-3000:]
+    failed = outcome.check("test_dump_is_taken")
+    assert failed["outcome"] == "failed" and "take the dump again" in failed["message"]
+    stages = {s["name"]: s for s in outcome.evidence["stages"]}
+    assert stages["restore"]["detail"] == "stage 'dump' failed"
+    assert not list(outcome.workdir.glob("*.sql.gz"))
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=host_target.port,
+        user=host_target.user,
+        password=host_target.password,
+        dbname="postgres",
+    ) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
+        ).fetchone() == (0,)
+
+
+def test_key_stage_errors_are_clear(
+    cluster: kube.Kube, deployed: sbns.Install, host_target: pgserver.Server, tmp_path: Path
+) -> None:
+    base = [
+        *_args(cluster, host_target, tmp_path),
+        "--preflight-only",
+        "--allow-active-connections",
+    ]
+    no_plugin = run_runbook(tmp_path / "a", *base, env={"PATH": os.environ["PATH"]})
+    assert "plugin is not installed" in no_plugin.check("test_encryption_key_is_found")["message"]
+    slug = run_runbook(tmp_path / "b", *base, "--kots-app", "nope", env=_env())
+    assert "wrong app slug" in slug.check("test_encryption_key_is_found")["message"]
+    ok = run_runbook(tmp_path / "c", *base, "--expect-key-fingerprint", "sha256:0000", env=_env())
+    assert "generated a key of its own" in ok.check("test_encryption_key_is_found")["message"]
+    subprocess.run(
+        cluster.kubectl("delete", "deployment", "kotsadm", "-n", deployed.namespace, "--wait=true"),
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        cluster.kubectl(
+            "wait",
+            "--for=delete",
+            "pod",
+            "-l",
+            "app=kotsadm",
+            "-n",
+            deployed.namespace,
+            "--timeout=60s",
+        ),
+        capture_output=True,
+    )
+    gone = run_runbook(tmp_path / "d", *base, env=_env())
+    assert "no KOTS admin console" in gone.check("test_encryption_key_is_found")["message"]
