@@ -8,6 +8,7 @@ import time
 import pytest
 
 from checks import dump, dumpfile, errors, kube, preflight, server
+from checks.dumpfile import DumpFile
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
 from checks.source import Source
@@ -51,11 +52,10 @@ def test_dump_is_taken(
     run.tools = source.tool_versions()
 
 
-def test_dump_file_on_disk_is_whole(run: Run) -> None:
-    assert run.dump_file is not None
-    on_disk = dumpfile.inspect(run.dump_file.path)
-    if on_disk.sha256 != run.dump_file.sha256:
+def test_dump_file_on_disk_is_whole(dump_file: DumpFile) -> None:
+    on_disk = dumpfile.inspect(dump_file.path)
+    if on_disk.sha256 != dump_file.sha256:
         raise errors.DumpFailed(
             f"{on_disk.path} changed after it was written (SHA-256 {on_disk.sha256}, written "
-            f"{run.dump_file.sha256}): take the dump again"
+            f"{dump_file.sha256}): take the dump again"
         )

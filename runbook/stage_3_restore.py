@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from checks import errors, server
+from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
-from checks.evidence import Run
 from checks.source import Source
 from fixtures.options import Settings
 
@@ -15,11 +15,10 @@ pytestmark = [pytest.mark.stage("restore"), pytest.mark.modes("migrate")]
 
 
 def test_dump_is_restored_into_target(
-    source: Source, target: Endpoint, settings: Settings, run: Run
+    source: Source, target: Endpoint, dump_file: DumpFile
 ) -> None:
-    assert run.dump_file is not None
-    log = run.dump_file.path.with_name(run.dump_file.path.name + ".restore.log")
-    source.restore(run.dump_file, target, log=log)
+    log = dump_file.path.with_name(dump_file.path.name + ".restore.log")
+    source.restore(dump_file, target, log=log)
 
 
 def test_target_database_holds_the_tables(target: Endpoint, settings: Settings) -> None:

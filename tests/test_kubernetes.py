@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from checks import errors, kube
-from fixtures import pgserver, sample_db
+from fixtures import pgserver
 from fixtures import stackblitz_namespace as sbns
 from fixtures.kots_sample import kots_config_values
 from tests.runbook_cli import Outcome, password_file, run_runbook
@@ -81,19 +82,7 @@ def deployed(cluster: kube.Kube, request: pytest.FixtureRequest) -> Iterator[sbn
     sbns.delete(cluster, install.namespace)
     _wait_gone(cluster, install.namespace)
     sbns.deploy(cluster, install)
-    pod = kube.find_postgres_pod(cluster, namespace=install.namespace, pod_name=None)
-    forward = kube.PortForward(cluster, pod)
-    try:
-        with psycopg.connect(
-            host="127.0.0.1",
-            port=forward.port,
-            user=sbns.USER,
-            password=install.password,
-            dbname=sbns.DATABASE,
-        ) as conn:
-            sample_db.seed(conn, scale=1)
-    finally:
-        forward.close()
+    sbns.seed(cluster, install)
     yield install
     sbns.delete(cluster, install.namespace)
 
@@ -337,3 +326,77 @@ def test_key_stage_errors_are_clear(
     )
     gone = run_runbook(tmp_path / "d", *base, env=_env())
     assert "no KOTS admin console" in gone.check("test_encryption_key_is_found")["message"]
+
+
+def test_cluster_rehearsal_runs_the_whole_runbook(cluster: kube.Kube, tmp_path: Path) -> None:
+    """`--rehearsal=cluster`: the same namespace the tests use, deployed by the runbook itself."""
+    outcome = run_runbook(
+        tmp_path, "--rehearsal=cluster", "--kubeconfig", str(cluster.kubeconfig), "--stop-app"
+    )
+    assert outcome.code == 0, outcome.output[-3000:]
+    doc = outcome.evidence
+    assert doc["verified"] is True and doc["source"]["kind"] == "kubernetes"
+    assert doc["preflight"]["rehearsal"]["namespace"] == "stackblitz-rehearsal"
+    assert doc["encryption_key"]["fingerprint"].startswith("sha256:")
+    gone = subprocess.run(
+        cluster.kubectl(
+            "get", "namespace", "stackblitz-rehearsal", "-o", "jsonpath={.status.phase}"
+        ),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert gone.returncode != 0 or gone.stdout == "Terminating"  # cleaned up
+
+
+def test_kind_rehearsal_says_why_it_cannot_run(tmp_path: Path) -> None:
+    """No kind node image can be pulled here: every stage is skipped with that reason."""
+    outcome = run_runbook(tmp_path, "--rehearsal=kind")
+    if (
+        shutil.which("kind")
+        and "kindest/node"
+        in subprocess.run(["docker", "images"], capture_output=True, text=True, check=False).stdout
+    ):
+        pytest.skip("kind can run on this machine: the cluster rehearsal test covers the path")
+    assert outcome.code == 0, outcome.output[-2000:]
+    stages = outcome.evidence["stages"]
+    assert {s["outcome"] for s in stages} == {"skipped"}
+    assert "--rehearsal=kind cannot run here" in stages[0]["detail"]
+    assert outcome.evidence["verified"] is False
+
+
+def test_discovery_refuses_two_namespaces_and_none(cluster: kube.Kube) -> None:
+    """Without --namespace it looks in default and stackblitz, and wants exactly one of them."""
+    sbns.delete(cluster, "stackblitz")
+    _wait_gone(cluster, "stackblitz")
+    with pytest.raises(errors.UsageError, match=r"in namespace\(s\) default, stackblitz"):
+        kube.find_postgres_pod(cluster, namespace=None, pod_name=None)
+    subprocess.run(
+        cluster.kubectl("create", "namespace", "stackblitz"), check=True, capture_output=True
+    )
+    try:
+        for ns in ("default", "stackblitz"):
+            subprocess.run(
+                cluster.kubectl(
+                    "run",
+                    "postgres-decoy",
+                    "-n",
+                    ns,
+                    f"--image={sbns.POSTGRES_IMAGE}",
+                    "--image-pull-policy=Never",
+                    "--command",
+                    after=("--", "sleep", "infinity"),
+                ),
+                check=True,
+                capture_output=True,
+            )
+        with pytest.raises(errors.UsageError, match="several namespaces \\(default, stackblitz\\)"):
+            kube.find_postgres_pod(cluster, namespace=None, pod_name=None)
+    finally:
+        subprocess.run(
+            cluster.kubectl("delete", "pod", "postgres-decoy", "-n", "default", "--wait=false"),
+            capture_output=True,
+            check=False,
+        )
+        sbns.delete(cluster, "stackblitz")
+        _wait_gone(cluster, "stackblitz")
