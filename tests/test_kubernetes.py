@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 
 from checks import errors, kube
 from fixtures import pgserver
@@ -400,3 +401,83 @@ def test_discovery_refuses_two_namespaces_and_none(cluster: kube.Kube) -> None:
         )
         sbns.delete(cluster, "stackblitz")
         _wait_gone(cluster, "stackblitz")
+
+
+def test_key_stage_without_access_to_secrets_says_so(
+    cluster: kube.Kube, deployed: sbns.Install, host_target: pgserver.Server, tmp_path: Path
+) -> None:
+    """An operator whose role may exec and port-forward but not read secrets (KOTS keeps its
+    config in secrets): the stand-in answers as the real CLI does, on stdout."""
+    ns = deployed.namespace
+    rules = [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+        {
+            "apiGroups": [""],
+            "resources": ["pods/exec", "pods/portforward"],
+            "verbs": ["create", "get"],
+        },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "statefulsets"],
+            "verbs": ["get", "list"],
+        },
+    ]
+    docs = [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "operator", "namespace": ns},
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "operator", "namespace": ns},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "operator", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "operator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "operator", "namespace": ns}],
+        },
+    ]
+    subprocess.run(
+        cluster.kubectl("apply", "-f", "-"),
+        input=yaml.safe_dump_all(docs),
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    token = subprocess.run(
+        cluster.kubectl("create", "token", "operator", "-n", ns),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    config = yaml.safe_load(Path(str(cluster.kubeconfig)).read_text())
+    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    for context in config["contexts"]:
+        context["context"]["user"] = "operator"
+    restricted = tmp_path / "operator.kubeconfig"
+    restricted.write_text(yaml.safe_dump(config))
+    restricted.chmod(0o600)
+    args = _args(cluster, host_target, tmp_path)
+    args[args.index("--kubeconfig") + 1] = str(restricted)
+    outcome = run_runbook(
+        tmp_path,
+        *args,
+        "--namespace",
+        ns,
+        "--preflight-only",
+        "--allow-active-connections",
+        env=_env(),
+    )
+    assert outcome.check("test_source_database_is_reachable")["outcome"] == "passed"
+    message = outcome.check("test_encryption_key_is_found")["message"]
+    assert "Unable to authenticate to the Admin Console" in message
+    assert "no access to the admin console's secrets" in message
