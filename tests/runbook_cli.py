@@ -41,14 +41,8 @@ def password_file(directory: Path, name: str, password: str) -> Path:
     return path
 
 
-def direct_args(
-    source: pgserver.Server, target: pgserver.Server, secrets_dir: Path, *, database: str
-) -> list[str]:
+def target_args(target: pgserver.Server, secrets_dir: Path) -> list[str]:
     return [
-        "--source-dsn",
-        f"host={source.host} port={source.port} user={source.user}",
-        "--source-password-file",
-        str(password_file(secrets_dir, "source-pw", source.password)),
         "--target-host",
         target.host,
         "--target-port",
@@ -57,6 +51,18 @@ def direct_args(
         target.user,
         "--target-password-file",
         str(password_file(secrets_dir, "target-pw", target.password)),
+    ]
+
+
+def direct_args(
+    source: pgserver.Server, target: pgserver.Server, secrets_dir: Path, *, database: str
+) -> list[str]:
+    return [
+        "--source-dsn",
+        f"host={source.host} port={source.port} user={source.user}",
+        "--source-password-file",
+        str(password_file(secrets_dir, "source-pw", source.password)),
+        *target_args(target, secrets_dir),
         "--database",
         database,
     ]

@@ -23,7 +23,7 @@ from checks import errors, kube
 from fixtures import pgserver
 from fixtures import stackblitz_namespace as sbns
 from fixtures.kots_sample import kots_config_values
-from tests.runbook_cli import Outcome, password_file, run_runbook
+from tests.runbook_cli import Outcome, run_runbook, target_args
 
 pytestmark = pytest.mark.cluster
 
@@ -97,18 +97,19 @@ def _wait_gone(cluster: kube.Kube, namespace: str) -> None:
 
 
 def _args(cluster: kube.Kube, target: pgserver.Server, tmp: Path) -> list[str]:
-    return [
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        "--target-host",
-        target.host,
-        "--target-port",
-        str(target.port),
-        "--target-user",
-        target.user,
-        "--target-password-file",
-        str(password_file(tmp, "target-pw", target.password)),
-    ]
+    return ["--kubeconfig", str(cluster.kubeconfig), *target_args(target, tmp)]
+
+
+def _connect_target(target: pgserver.Server, dbname: str = "postgres") -> psycopg.Connection:
+    """The host's target server from the host (pods use its bridge address instead)."""
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=target.port,
+        user=target.user,
+        password=target.password,
+        dbname=dbname,
+        autocommit=True,
+    )
 
 
 def _env(extra_path: Path | None = None) -> dict[str, str]:
@@ -119,14 +120,7 @@ def _env(extra_path: Path | None = None) -> dict[str, str]:
 
 
 def _drop_target(target: pgserver.Server) -> None:
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=target.port,
-        user=target.user,
-        password=target.password,
-        dbname="postgres",
-        autocommit=True,
-    ) as conn:
+    with _connect_target(target) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {sbns.DATABASE} WITH (FORCE)")
 
 
@@ -158,13 +152,7 @@ def test_kubernetes_migration_is_verified(
     assert doc["kots"]["deployed_sequence"] == 4
     assert key_out.read_text() == KEY + "\n"
     # bytea with every byte value made it across
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=host_target.port,
-        user=host_target.user,
-        password=host_target.password,
-        dbname=sbns.DATABASE,
-    ) as conn:
+    with _connect_target(host_target, sbns.DATABASE) as conn:
         seen = conn.execute(
             "SELECT count(DISTINCT get_byte(content, i)) FROM project_files, "
             "generate_series(0, 255) i WHERE i < octet_length(content)"
@@ -281,13 +269,7 @@ def test_dump_stream_cut_short_is_caught_before_any_restore(
     stages = {s["name"]: s for s in outcome.evidence["stages"]}
     assert stages["restore"]["detail"] == "stage 'dump' failed"
     assert not list(outcome.workdir.glob("*.sql.gz"))
-    with psycopg.connect(
-        host="127.0.0.1",
-        port=host_target.port,
-        user=host_target.user,
-        password=host_target.password,
-        dbname="postgres",
-    ) as conn:
+    with _connect_target(host_target) as conn:
         assert conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
         ).fetchone() == (0,)

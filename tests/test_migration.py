@@ -260,41 +260,56 @@ def test_same_server_is_refused(migrated: Outcome, pg15: pgserver.Server, tmp_pa
     assert _target_state(pg15) == before
 
 
+def _refused_for_a_database(
+    source: pgserver.Server,
+    target: pgserver.Server,
+    tmp_path: Path,
+    *,
+    setup: str,
+    check: str,
+    message: str,
+) -> None:
+    """A fresh source database made by `setup` is refused by `check`; the target is untouched."""
+    name = "sbm_test_refusal"
+    _drop(source, name)
+    with _admin(source) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    with _admin(source, name) as conn:
+        conn.execute(setup)
+    try:
+        before = _target_state(target)
+        outcome = run_runbook(tmp_path, *direct_args(source, target, tmp_path, database=name))
+        _refused(outcome, check, message)
+        assert _target_state(target) == before
+    finally:
+        _drop(source, name)
+
+
 def test_older_target_is_refused(
     pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
 ) -> None:
-    name = "sbm_test_older_target"
-    _drop(pg18, name)
-    with _admin(pg18) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    with _admin(pg18, name) as conn:
-        conn.execute("CREATE TABLE t (x int)")
-    try:
-        before = _target_state(pg15)
-        outcome = run_runbook(tmp_path, *direct_args(pg18, pg15, tmp_path, database=name))
-        _refused(outcome, "test_target_is_not_older_than_source", "older than the source")
-        assert _target_state(pg15) == before
-    finally:
-        _drop(pg18, name)
+    _refused_for_a_database(
+        pg18,
+        pg15,
+        tmp_path,
+        setup="CREATE TABLE t (x int)",
+        check="test_target_is_not_older_than_source",
+        message="older than the source",
+    )
 
 
 def test_missing_extension_is_refused(
     pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
 ) -> None:
     """adminpack ships with PostgreSQL 15 and was removed in 17: the 18 target cannot have it."""
-    name = "sbm_test_missing_extension"
-    _drop(pg15, name)
-    with _admin(pg15) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    with _admin(pg15, name) as conn:
-        conn.execute("CREATE EXTENSION adminpack; CREATE TABLE t (x int)")
-    try:
-        before = _target_state(pg18)
-        outcome = run_runbook(tmp_path, *direct_args(pg15, pg18, tmp_path, database=name))
-        _refused(outcome, "test_source_extensions_are_available_on_target", "adminpack")
-        assert _target_state(pg18) == before
-    finally:
-        _drop(pg15, name)
+    _refused_for_a_database(
+        pg15,
+        pg18,
+        tmp_path,
+        setup="CREATE EXTENSION adminpack; CREATE TABLE t (x int)",
+        check="test_source_extensions_are_available_on_target",
+        message="adminpack",
+    )
 
 
 def test_unreachable_target_is_refused(
