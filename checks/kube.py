@@ -80,6 +80,7 @@ def find_postgres_pod(kube: Kube, *, namespace: str | None, pod_name: str | None
     core = client.CoreV1Api(kube.api())
     namespaces = [namespace] if namespace else list(STACKBLITZ_NAMESPACES)
     found: dict[str, list[client.V1Pod]] = {}
+    seen: list[str] = []
     for ns in namespaces:
         try:
             pods = core.list_namespaced_pod(ns).items
@@ -87,6 +88,7 @@ def find_postgres_pod(kube: Kube, *, namespace: str | None, pod_name: str | None
             if e.status == 404:
                 continue
             raise _api_error(e, f"list pods in namespace {ns}") from e
+        seen += [f"{ns}/{p.metadata.name}" for p in pods]
         chosen = [
             p
             for p in pods
@@ -97,7 +99,8 @@ def find_postgres_pod(kube: Kube, *, namespace: str | None, pod_name: str | None
     where = ", ".join(namespaces)
     if not found:
         what = f"pod {pod_name}" if pod_name else "postgres pod (name with 'postgres', not 'kots')"
-        raise errors.UsageError(f"no {what} in namespace(s) {where}: pass --namespace")
+        saw = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "") or "no pods at all"
+        raise errors.UsageError(f"no {what} in namespace(s) {where} (saw: {saw}): pass --namespace")
     if len(found) > 1:
         raise errors.UsageError(
             f"postgres pods in several namespaces ({', '.join(sorted(found))}): pass --namespace"

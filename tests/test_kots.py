@@ -92,3 +92,14 @@ def test_key_file_is_private_and_never_overwritten(tmp_path: Path) -> None:
     with pytest.raises(errors.UsageError, match="exists"):
         kots.write_key(key, out)
     assert out.read_text() == "k-private\n"
+
+
+def test_reinstall_check_wants_the_old_key_as_custom_key() -> None:
+    old = kots.encryption_key(kots_config_values("the-old-key"))
+    carried = kots.encryption_key(kots_config_values("new-generated", custom_key="the-old-key"))
+    kots.check_carried_forward(carried, old.fingerprint)
+    with pytest.raises(errors.KeyNotFound, match="generated a key of its own"):
+        kots.check_carried_forward(old, old.fingerprint)
+    other = kots.encryption_key(kots_config_values("x", custom_key="another-key"))
+    with pytest.raises(errors.KeyNotFound, match="paste the key from the migration"):
+        kots.check_carried_forward(other, old.fingerprint)
