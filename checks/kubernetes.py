@@ -9,6 +9,7 @@ the pod before psql may read it.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import subprocess
@@ -32,14 +33,20 @@ DUMP_SCRIPT = (
     'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
 )
 
-# stdin: the password line, the dump's SHA-256 line, then the gzip file. $1 is the target's
-# conninfo (no secret in it). The file lives in a private temporary directory removed on exit.
+# stdin: the password line, the dump's SHA-256 line, the target's CA bundle base64-encoded on one
+# line (empty when none), then the gzip file. $1 is the target's conninfo (no secret in it). The
+# files live in a private temporary directory removed on exit.
 RESTORE_SCRIPT = """set -eu
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
 IFS= read -r PGPASSWORD
 export PGPASSWORD
 IFS= read -r expected
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
+IFS= read -r ca
+if [ -n "$ca" ]; then
+  printf %s "$ca" | base64 -d > "$dir/root.crt"
+  export PGSSLROOTCERT="$dir/root.crt"
+fi
 cat > "$dir/dump.sql.gz"
 actual=$(sha256sum "$dir/dump.sql.gz" | cut -d ' ' -f 1)
 if [ "$actual" != "$expected" ]; then
@@ -163,7 +170,12 @@ class KubernetesSource:
                 "in Kubernetes mode the restore runs in the pod: give the target password with "
                 "--target-password-file (libpq's files on this host do not reach the pod)"
             )
-        conninfo = target.with_dbname(MAINTENANCE_DB).conninfo()
+        # A CA bundle named on this host (e.g. RDS's, for verify-full) travels with the dump.
+        params = {k: v for k, v in target.params.items() if k != "sslrootcert"}
+        ca = b""
+        if "sslrootcert" in target.params:
+            ca = base64.b64encode(Path(target.params["sslrootcert"]).read_bytes())
+        conninfo = Endpoint("target", {**params, "dbname": MAINTENANCE_DB}).conninfo()
         argv = kube.exec_argv(
             self.kube, self.pod, ["sh", "-c", RESTORE_SCRIPT, "sh", conninfo], stdin=True
         )
@@ -174,7 +186,8 @@ class KubernetesSource:
             )
             assert proc.stdin
             try:
-                proc.stdin.write(target.password.encode() + b"\n" + dump.sha256.encode() + b"\n")
+                header = [target.password.encode(), dump.sha256.encode(), ca]
+                proc.stdin.write(b"\n".join(header) + b"\n")
                 with dump.path.open("rb") as f:
                     while chunk := f.read(CHUNK):
                         proc.stdin.write(chunk)

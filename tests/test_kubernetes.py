@@ -463,3 +463,81 @@ def test_key_stage_without_access_to_secrets_says_so(
     message = outcome.check("test_encryption_key_is_found")["message"]
     assert "Unable to authenticate to the Admin Console" in message
     assert "no access to the admin console's secrets" in message
+
+
+def _ca_and_server_cert(directory: Path, ip: str) -> tuple[Path, Path, Path]:
+    """A private CA and a server certificate for `ip`, as a managed server presents one."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sbm test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        f"/CN={ip}",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (directory / "san.ext").write_text(f"subjectAltName=IP:{ip}\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    )
+    return directory / "ca.crt", directory / "server.crt", directory / "server.key"
+
+
+def test_restore_in_the_pod_verifies_the_target_certificate(
+    cluster: kube.Kube, deployed: sbns.Install, tmp_path: Path
+) -> None:
+    """--target-sslmode verify-full with a CA bundle on this host (as RDS wants): the bundle
+    travels to the pod with the dump, and the target accepts pod clients over TLS only."""
+    ca, cert, key = _ca_and_server_cert(tmp_path, HOST_IP)
+    with pgserver.running_server(
+        18, also_listen_on=HOST_IP, allow_cidr=POD_CIDR, tls=(cert, key)
+    ) as server:
+        target = pgserver.Server(HOST_IP, server.port, server.user, server.password, 18)
+        outcome = run_runbook(
+            tmp_path,
+            *_args(cluster, target, tmp_path),
+            "--target-sslmode",
+            "verify-full",
+            "--target-sslrootcert",
+            str(ca),
+            "--allow-active-connections",
+            env=_env(),
+        )
+    assert outcome.code == 0, outcome.output[-3000:]
+    assert outcome.evidence["verified"] is True
