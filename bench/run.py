@@ -1,0 +1,271 @@
+"""Times, in one run on the same generated source and a fresh target database each time:
+1. the seed procedure exactly as documented (direct mode): `pg_dump --if-exists -xcCO | gzip > f`,
+   then `zcat f | psql -d postgres`;
+2. the runbook's dump and restore (`pytest runbook/`, read from its evidence);
+3. the runbook's verification (the same run's verify stage);
+4. the floor: the schema, then a bare `COPY TO STDOUT | COPY FROM STDIN` of every table, two at
+   a time, then the indexes and constraints: no files, no compression.
+Prints the times, the ratios seed / runbook and runbook / floor, the runbook process tree's peak
+RSS and the dump's bytes; --json writes the same to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from checks import data, pgtools
+from fixtures import pgserver, sample_db
+
+REPO = Path(__file__).resolve().parent.parent
+DB = sample_db.DATABASE
+
+
+def _timed(label: str, fn) -> float:  # type: ignore[no-untyped-def]
+    print(f"bench: {label} ...", flush=True)
+    start = time.monotonic()
+    fn()
+    seconds = time.monotonic() - start
+    print(f"bench: {label}: {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def _env(server: pgserver.Server) -> dict[str, str]:
+    return {**os.environ, "PGPASSWORD": server.password}
+
+
+def _drop(target: pgserver.Server) -> None:
+    with psycopg.connect(**target.connect_kwargs(), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
+        conn.execute("CHECKPOINT")
+
+
+def seed_procedure(
+    src: pgserver.Server, dst: pgserver.Server, tools: pgtools.Toolset, work: Path
+) -> dict[str, float]:
+    """The documented commands, as pipelines of the same programs (no shell)."""
+    dump = work / "stackblitz_dump.sql.gz"
+
+    def dump_step() -> None:
+        with dump.open("wb") as out:
+            pg_dump = subprocess.Popen(
+                [tools.path("pg_dump"), "--if-exists", "-xcCO", "-d", src.dsn(DB)],
+                stdout=subprocess.PIPE,
+                env=_env(src),
+            )
+            gzip = subprocess.run(["gzip"], stdin=pg_dump.stdout, stdout=out, check=True)
+            assert pg_dump.wait() == 0 and gzip.returncode == 0
+
+    def restore_step() -> None:
+        zcat = subprocess.Popen(["zcat", str(dump)], stdout=subprocess.PIPE)
+        subprocess.run(
+            [tools.path("psql"), "-q", "-d", dst.dsn("postgres")],
+            stdin=zcat.stdout,
+            stdout=subprocess.DEVNULL,
+            env=_env(dst),
+            check=True,
+        )
+        assert zcat.wait() == 0
+
+    return {
+        "dump": _timed("seed dump", dump_step),
+        "restore": _timed("seed restore", restore_step),
+        "bytes": dump.stat().st_size,
+    }
+
+
+def runbook(src: pgserver.Server, dst: pgserver.Server, work: Path) -> dict[str, float]:
+    """The real runbook, as an operator runs it; its stage timings come from its evidence."""
+    for name, server in (("source-pw", src), ("target-pw", dst)):
+        (work / name).write_text(server.password + "\n")
+        (work / name).chmod(0o600)
+    reports = work / "reports"
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "runbook/",
+        "-q",
+        "-p",
+        "no:randomly",
+        "--source-dsn",
+        f"host={src.host} port={src.port} user={src.user}",
+        "--source-password-file",
+        str(work / "source-pw"),
+        "--target-host",
+        dst.host,
+        "--target-port",
+        str(dst.port),
+        "--target-user",
+        dst.user,
+        "--target-password-file",
+        str(work / "target-pw"),
+        "--workdir",
+        str(work),
+        "--reports-dir",
+        str(reports),
+    ]
+    print("bench: runbook ...", flush=True)
+    log = work / "runbook.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        # wait4, not wait: its rusage gives the peak RSS of the largest process in the tree
+        # (pytest's Python, pg_dump, psql), which is what "memory stays flat" is about.
+        _, _status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = 0
+    output = log.read_bytes()
+    evidence = json.loads((reports / "evidence.json").read_text())
+    if not evidence["verified"]:
+        raise SystemExit(f"bench: the runbook did not verify:\n{output.decode()[-3000:]}")
+    stages = {s["name"]: s["seconds"] for s in evidence["stages"]}
+    rss = usage.ru_maxrss  # KiB on Linux
+    print(
+        f"bench: runbook: dump {stages['dump']:.1f} s, restore {stages['restore']:.1f} s, "
+        f"verify {stages['verify']:.1f} s",
+        flush=True,
+    )
+    return {
+        "dump": stages["dump"],
+        "restore": stages["restore"],
+        "verify": stages["verify"],
+        "bytes": evidence["dump"]["bytes"],
+        "peak_rss_mb": round(rss / 1024, 1),
+    }
+
+
+def floor(src: pgserver.Server, dst: pgserver.Server, tools: pgtools.Toolset) -> float:
+    """Schema, parallel bare COPY pipes, then indexes and constraints."""
+
+    def section(name: str, dbname: str) -> None:
+        pg_dump = subprocess.Popen(
+            [
+                tools.path("pg_dump"),
+                f"--section={name}",
+                "-xO",
+                *(["-C"] if name == "pre-data" else []),
+                "-d",
+                src.dsn(DB),
+            ],
+            stdout=subprocess.PIPE,
+            env=_env(src),
+        )
+        subprocess.run(
+            [tools.path("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", dst.dsn(dbname)],
+            stdin=pg_dump.stdout,
+            stdout=subprocess.DEVNULL,
+            env=_env(dst),
+            check=True,
+        )
+        assert pg_dump.wait() == 0
+
+    with psycopg.connect(**src.connect_kwargs(DB)) as conn:
+        tables = [
+            f"{sql.Identifier(s, n).as_string(conn)}"
+            for s, n, kind in data.tables(conn)
+            if kind == "table"
+        ]
+
+    def copy(table: str) -> None:
+        out = subprocess.Popen(
+            [tools.path("psql"), "-X", "-q", "-d", src.dsn(DB), "-c", f"COPY {table} TO STDOUT"],
+            stdout=subprocess.PIPE,
+            env=_env(src),
+        )
+        subprocess.run(
+            [
+                tools.path("psql"),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                dst.dsn(DB),
+                "-c",
+                f"COPY {table} FROM STDIN",
+            ],
+            stdin=out.stdout,
+            stdout=subprocess.DEVNULL,
+            env=_env(dst),
+            check=True,
+        )
+        assert out.wait() == 0
+
+    def run() -> None:
+        section("pre-data", "postgres")
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(copy, tables))
+        section("post-data", DB)
+
+    return _timed("floor", run)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--size-gb", type=float, default=1.0)
+    p.add_argument("--source-version", type=int, default=15)
+    p.add_argument("--target-version", type=int, default=18)
+    p.add_argument("--json", type=Path, help="also write the figures to this file")
+    a = p.parse_args(argv)
+    tools = pgtools.for_migration(a.source_version, a.target_version)
+    with (
+        pgserver.running_server(a.source_version) as src,
+        pgserver.running_server(a.target_version) as dst,
+        tempfile.TemporaryDirectory(prefix="sbm-bench-") as tmp,
+    ):
+        work = Path(tmp)
+        with psycopg.connect(**src.connect_kwargs(), autocommit=True) as admin:
+            sample_db.create_database(admin, DB)
+        size = int(a.size_gb * 1e9)
+        with psycopg.connect(**src.connect_kwargs(DB)) as conn:
+            _timed(f"generate {a.size_gb} GB", lambda: sample_db.seed(conn, size_bytes=size))
+        with psycopg.connect(**src.connect_kwargs(DB)) as conn:
+            db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        seed = seed_procedure(src, dst, tools, work)
+        _drop(dst)
+        book = runbook(src, dst, work)
+        _drop(dst)
+        bare = floor(src, dst, tools)
+    seed_total = seed["dump"] + seed["restore"]
+    book_total = book["dump"] + book["restore"]
+    result = {
+        "size_gb": a.size_gb,
+        "database_bytes": db_bytes,
+        "source": a.source_version,
+        "target": a.target_version,
+        "seed": {
+            "dump_s": round(seed["dump"], 1),
+            "restore_s": round(seed["restore"], 1),
+            "total_s": round(seed_total, 1),
+            "artifact_bytes": seed["bytes"],
+        },
+        "runbook": {
+            "dump_s": book["dump"],
+            "restore_s": book["restore"],
+            "total_s": round(book_total, 1),
+            "verify_s": book["verify"],
+            "artifact_bytes": book["bytes"],
+            "peak_rss_mb": book["peak_rss_mb"],
+        },
+        "floor_s": round(bare, 1),
+        "seed_over_runbook": round(seed_total / book_total, 2),
+        "runbook_over_floor": round(book_total / bare, 2),
+        "verify_over_dump_restore": round(book["verify"] / book_total, 2),
+    }
+    print(json.dumps(result, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
