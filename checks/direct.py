@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, pgtools, restore
+from checks import errors, pgtools, private, restore
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 
@@ -58,8 +57,7 @@ class DirectSource:
         tools = self.tools(source_major=source_major, target_major=target_major)
         argv = [tools.path("pg_dump"), *PG_DUMP_FLAGS, "-d", self.endpoint.conninfo()]
         errlog = dest.with_name(dest.name + ".pg_dump.log")
-        fd = os.open(errlog, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as err:
+        with private.open_private(errlog) as err:
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=err, env=self.endpoint.child_env()
             )

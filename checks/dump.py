@@ -8,7 +8,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO
 
-from checks import dumpfile, errors
+from checks import dumpfile, errors, private
 
 # gzip level 1: any level reads back the same with zcat, and level 6 (gzip's default) costs
 # several times the CPU for a file about 20% smaller; the dump is on the critical path.
@@ -28,7 +28,7 @@ def write_dump(stream: BinaryIO, dest: Path) -> dumpfile.DumpFile:
     """
     partial = dest.with_name(dest.name + ".partial")
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        out = private.open_private(partial, exclusive=True)
     except FileExistsError as e:
         raise errors.DumpFailed(f"{partial} exists from another run: remove it first") from e
     file_hash, sql_hash = hashlib.sha256(), hashlib.sha256()
@@ -36,7 +36,7 @@ def write_dump(stream: BinaryIO, dest: Path) -> dumpfile.DumpFile:
     size = sql_size = 0
     deflater = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with out:
             while chunk := stream.read(dumpfile.CHUNK):
                 sql_hash.update(chunk)
                 edges.feed(chunk)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from checks import errors
 
@@ -82,31 +84,46 @@ class EdgeKeeper:
         self.tail = (self.tail + chunk)[-EDGE:]
 
 
+def inflate(raw: BinaryIO, on_chunk: Callable[[bytes], object]) -> Iterator[bytes]:
+    """The script inside a gzip file, in pieces; `on_chunk` sees every compressed chunk read.
+
+    A gzip file may hold several members (pigz, `cat a.gz b.gz`); a file that ends inside a
+    member raises DumpFailed, trailing garbage raises zlib.error.
+    """
+    inflater = zlib.decompressobj(wbits=31)
+    while chunk := raw.read(CHUNK):
+        on_chunk(chunk)
+        pending = chunk
+        while pending:
+            if inflater.eof:
+                inflater = zlib.decompressobj(wbits=31)
+            yield inflater.decompress(pending)
+            pending = inflater.unused_data if inflater.eof else b""
+    if not inflater.eof:
+        raise errors.DumpFailed("its gzip stream ends early (the file is truncated)")
+
+
 def inspect(path: Path) -> DumpFile:
     """Read the whole file once: gzip must be intact and the script whole."""
     file_hash, sql_hash = hashlib.sha256(), hashlib.sha256()
     edges = EdgeKeeper()
-    size = sql_size = 0
-    inflater = zlib.decompressobj(wbits=31)
+    sizes = {"file": 0, "sql": 0}
+
+    def on_chunk(chunk: bytes) -> None:
+        sizes["file"] += len(chunk)
+        file_hash.update(chunk)
+
     try:
         with path.open("rb") as raw:
-            while chunk := raw.read(CHUNK):
-                size += len(chunk)
-                file_hash.update(chunk)
-                pending = chunk
-                while pending:
-                    if inflater.eof:  # a gzip file may hold several members (pigz, cat a b)
-                        inflater = zlib.decompressobj(wbits=31)
-                    data = inflater.decompress(pending)
-                    pending = inflater.unused_data if inflater.eof else b""
-                    sql_hash.update(data)
-                    edges.feed(data)
-                    sql_size += len(data)
+            for data in inflate(raw, on_chunk):
+                sql_hash.update(data)
+                edges.feed(data)
+                sizes["sql"] += len(data)
+    except errors.DumpFailed as e:
+        raise errors.DumpFailed(f"the dump {path} is truncated: {e}; take the dump again") from None
     except (OSError, zlib.error) as e:
         raise errors.DumpFailed(f"cannot read the dump {path}: {e}; take the dump again") from e
-    if not inflater.eof:
-        raise errors.DumpFailed(
-            f"the dump {path} is truncated: its gzip stream ends early; take the dump again"
-        )
     restricted = check_script_edges(edges.head, edges.tail)
-    return DumpFile(path, size, file_hash.hexdigest(), sql_size, sql_hash.hexdigest(), restricted)
+    return DumpFile(
+        path, sizes["file"], file_hash.hexdigest(), sizes["sql"], sql_hash.hexdigest(), restricted
+    )

@@ -7,13 +7,12 @@ Parsed as YAML, never grepped: the seed's `grep -A1 stackblitz_enc` can print an
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from checks import errors
+from checks import errors, private
 
 SETTINGS_ITEM = "stackblitz_enc_key_settings"
 GENERATED = "stackblitz_default_generated"
@@ -84,11 +83,11 @@ def encryption_key(text: str) -> EncryptionKey:
 def write_key(key: EncryptionKey, path: Path) -> None:
     """Write the key itself, readable by its owner only; never over an existing file."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        out = private.open_private(path, "w", exclusive=True)
     except FileExistsError as e:
         raise errors.UsageError(f"--key-out {path} exists: move it away or pick a new path") from e
-    with os.fdopen(fd, "w") as f:
-        f.write(key.value + "\n")
+    with out:
+        out.write(key.value + "\n")
 
 
 def _one_line(e: Exception) -> str:

@@ -10,7 +10,6 @@ the pod before psql may read it.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import subprocess
 import threading
@@ -20,7 +19,7 @@ from pathlib import Path
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, kube
+from checks import errors, kube, private, restore
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
 from checks.restore import MAINTENANCE_DB
@@ -179,8 +178,7 @@ class KubernetesSource:
         argv = kube.exec_argv(
             self.kube, self.pod, ["sh", "-c", RESTORE_SCRIPT, "sh", conninfo], stdin=True
         )
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as errlog:
+        with private.open_private(log) as errlog:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog
             )
@@ -196,12 +194,9 @@ class KubernetesSource:
                 pass
             code = proc.wait()
         if code != 0:
-            lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-            first = next(
-                (line for line in lines if "ERROR" in line or "sbm:" in line),
-                lines[-1] if lines else "no message",
+            raise errors.RestoreFailed(
+                f"the restore in the pod stopped (exit {code}): {restore.first_error(log)}"
             )
-            raise errors.RestoreFailed(f"the restore in the pod stopped (exit {code}): {first}")
 
     def close(self) -> None:
         if self._forward:
