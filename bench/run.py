@@ -24,6 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench.levers import directory_format, plain_pipe
 from checks import data, pgtools
 from fixtures import pgserver, sample_db
 
@@ -84,12 +85,32 @@ def seed_procedure(
     }
 
 
-def runbook(src: pgserver.Server, dst: pgserver.Server, work: Path) -> dict[str, float]:
+def password_file(work: Path, name: str, password: str) -> Path:
+    path = work / name
+    path.write_text(password + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def direct_source(src: pgserver.Server, work: Path) -> list[str]:
+    """The runbook's options for a source this host reaches."""
+    return [
+        "--source-dsn",
+        f"host={src.host} port={src.port} user={src.user}",
+        "--source-password-file",
+        str(password_file(work, "source-pw", src.password)),
+    ]
+
+
+def runbook(
+    source_args: list[str],
+    dst: pgserver.Server,
+    work: Path,
+    method: str = "stream",
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
     """The real runbook, as an operator runs it; its stage timings come from its evidence."""
-    for name, server in (("source-pw", src), ("target-pw", dst)):
-        (work / name).write_text(server.password + "\n")
-        (work / name).chmod(0o600)
-    reports = work / "reports"
+    reports = work / f"reports-{method}"
     argv = [
         sys.executable,
         "-m",
@@ -98,10 +119,7 @@ def runbook(src: pgserver.Server, dst: pgserver.Server, work: Path) -> dict[str,
         "-q",
         "-p",
         "no:randomly",
-        "--source-dsn",
-        f"host={src.host} port={src.port} user={src.user}",
-        "--source-password-file",
-        str(work / "source-pw"),
+        *source_args,
         "--target-host",
         dst.host,
         "--target-port",
@@ -109,16 +127,20 @@ def runbook(src: pgserver.Server, dst: pgserver.Server, work: Path) -> dict[str,
         "--target-user",
         dst.user,
         "--target-password-file",
-        str(work / "target-pw"),
+        str(password_file(work, "target-pw", dst.password)),
         "--workdir",
         str(work),
         "--reports-dir",
         str(reports),
+        "--method",
+        method,
     ]
-    print("bench: runbook ...", flush=True)
-    log = work / "runbook.log"
+    print(f"bench: runbook --method {method} ...", flush=True)
+    log = work / f"runbook-{method}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         # wait4, not wait: its rusage gives the peak RSS of the largest process in the tree
         # (pytest's Python, pg_dump, psql), which is what "memory stays flat" is about.
         _, _status, usage = os.wait4(proc.pid, 0)
@@ -130,8 +152,8 @@ def runbook(src: pgserver.Server, dst: pgserver.Server, work: Path) -> dict[str,
     stages = {s["name"]: s["seconds"] for s in evidence["stages"]}
     rss = usage.ru_maxrss  # KiB on Linux
     print(
-        f"bench: runbook: dump {stages['dump']:.1f} s, restore {stages['restore']:.1f} s, "
-        f"verify {stages['verify']:.1f} s",
+        f"bench: runbook --method {method}: dump {stages['dump']:.1f} s, "
+        f"restore {stages['restore']:.1f} s, verify {stages['verify']:.1f} s",
         flush=True,
     )
     return {
@@ -219,33 +241,86 @@ def main(argv: list[str]) -> int:
     p.add_argument("--source-version", type=int, default=15)
     p.add_argument("--target-version", type=int, default=18)
     p.add_argument("--json", type=Path, help="also write the figures to this file")
+    p.add_argument(
+        "--levers",
+        action="store_true",
+        help="also time the levers one by one: the runbook's --method seed, a bare "
+        "pg_dump | psql, and pg_dump -Fd -j2 with pg_restore -j2",
+    )
+    p.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help="measure Kubernetes mode on the test cluster (tests/cluster) instead: the source "
+        "is a pod, the target a server on this host that pods reach",
+    )
     a = p.parse_args(argv)
-    tools = pgtools.for_migration(a.source_version, a.target_version)
+    if a.kubernetes:
+        from bench import kubernetes
+
+        result = kubernetes.measure(a.size_gb, a.target_version)
+    else:
+        result = _measure_direct(a.size_gb, a.source_version, a.target_version, a.levers)
+    print(json.dumps(result, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _measure_direct(
+    size_gb: float, source_version: int, target_version: int, levers: bool
+) -> dict[str, object]:
+    tools = pgtools.for_migration(source_version, target_version)
     with (
-        pgserver.running_server(a.source_version) as src,
-        pgserver.running_server(a.target_version) as dst,
+        pgserver.running_server(source_version) as src,
+        pgserver.running_server(target_version) as dst,
         tempfile.TemporaryDirectory(prefix="sbm-bench-") as tmp,
     ):
         work = Path(tmp)
         with psycopg.connect(**src.connect_kwargs(), autocommit=True) as admin:
             sample_db.create_database(admin, DB)
-        size = int(a.size_gb * 1e9)
+        size = int(size_gb * 1e9)
         with psycopg.connect(**src.connect_kwargs(DB)) as conn:
-            _timed(f"generate {a.size_gb} GB", lambda: sample_db.seed(conn, size_bytes=size))
+            _timed(f"generate {size_gb} GB", lambda: sample_db.seed(conn, size_bytes=size))
         with psycopg.connect(**src.connect_kwargs(DB)) as conn:
             db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         seed = seed_procedure(src, dst, tools, work)
         _drop(dst)
-        book = runbook(src, dst, work)
+        book = runbook(direct_source(src, work), dst, work)
         _drop(dst)
         bare = floor(src, dst, tools)
+        extra: dict[str, object] = {}
+        if levers:
+            _drop(dst)
+            seed_method = runbook(direct_source(src, work), dst, work, method="seed")
+            _drop(dst)
+            extra["runbook_method_seed"] = {
+                **{k: seed_method[k] for k in ("dump", "restore", "verify", "bytes")},
+                "total_s": round(seed_method["dump"] + seed_method["restore"], 1),
+            }
+            extra["pg_dump_pipe_psql"] = plain_pipe(src, dst, tools, _timed)
+            _drop(dst)
+            extra["directory_format_j2"] = directory_format(src, dst, tools, work, _timed)
+            _drop(dst)
+    result = summarize(size_gb, db_bytes, seed, book, bare)
+    result.update(source=source_version, target=target_version)
+    if extra:
+        result["levers"] = extra
+    return result
+
+
+def summarize(
+    size_gb: float,
+    db_bytes: int,
+    seed: dict[str, float],
+    book: dict[str, float],
+    bare: float,
+) -> dict[str, object]:
+    """The figures the issue asks for, from the three measurements."""
     seed_total = seed["dump"] + seed["restore"]
     book_total = book["dump"] + book["restore"]
-    result = {
-        "size_gb": a.size_gb,
+    return {
+        "size_gb": size_gb,
         "database_bytes": db_bytes,
-        "source": a.source_version,
-        "target": a.target_version,
         "seed": {
             "dump_s": round(seed["dump"], 1),
             "restore_s": round(seed["restore"], 1),
@@ -265,7 +340,3 @@ def main(argv: list[str]) -> int:
         "runbook_over_floor": round(book_total / bare, 2),
         "verify_over_dump_restore": round(book["verify"] / book_total, 2),
     }
-    print(json.dumps(result, indent=2))
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=2) + "\n")
-    return 0

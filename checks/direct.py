@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,13 +10,12 @@ from pathlib import Path
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, pgtools, private, restore
+from checks import errors, pgtools, private, restore, stream
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
+from checks.progress import Progress
 
-# The seed's flags: --if-exists -c (drop before create), -C (create and connect), -x (no
-# grants), -O (no ownership): a managed admin role is not a superuser.
-PG_DUMP_FLAGS = ["--if-exists", "-xcCO"]
+PROGRAMS = ("pg_dump", "pg_restore", "psql")  # the stream's pair, and the seed's psql
 
 
 @dataclass
@@ -33,7 +33,8 @@ class DirectSource:
 
     def tools(self, *, source_major: int, target_major: int) -> pgtools.Toolset:
         if self._tools is None:
-            self._tools = pgtools.for_migration(source_major, target_major, self.pg_bindir)
+            found = pgtools.for_migration(source_major, target_major, self.pg_bindir)
+            self._tools = found.require(*PROGRAMS)
         return self._tools
 
     def tool_versions(self) -> dict[str, str]:
@@ -42,6 +43,7 @@ class DirectSource:
         return {
             "pg_dump": self._tools.version,
             "psql": self._tools.version,
+            "pg_restore": self._tools.version,
             "bindir": str(self._tools.bindir),
         }
 
@@ -51,11 +53,14 @@ class DirectSource:
     def close(self) -> None:
         pass  # every connection is closed where it is opened
 
-    def dump(self, dest: Path, *, target_major: int) -> DumpFile:
+    def _pg_dump(self, target_major: int, flags: list[str]) -> list[str]:
         with self.connect() as conn:
             source_major = conn.info.server_version // 10000
         tools = self.tools(source_major=source_major, target_major=target_major)
-        argv = [tools.path("pg_dump"), *PG_DUMP_FLAGS, "-d", self.endpoint.conninfo()]
+        return [tools.path("pg_dump"), *flags, "-d", self.endpoint.conninfo()]
+
+    def dump(self, dest: Path, *, target_major: int, progress: Progress | None = None) -> DumpFile:
+        argv = self._pg_dump(target_major, dumping.PG_DUMP_FLAGS)
         errlog = dest.with_name(dest.name + ".pg_dump.log")
         with private.open_private(errlog) as err:
             proc = subprocess.Popen(
@@ -63,7 +68,7 @@ class DirectSource:
             )
             assert proc.stdout
             try:
-                written = dumping.write_dump(proc.stdout, dest)
+                written = dumping.write_dump(proc.stdout, dest, progress)
             except errors.DumpFailed:
                 proc.kill()
                 proc.wait()
@@ -77,10 +82,71 @@ class DirectSource:
         errlog.unlink()
         return written
 
-    def restore(self, dump: DumpFile, target: Endpoint, *, log: Path) -> None:
+    def stream(
+        self,
+        dest: Path,
+        target: Endpoint,
+        *,
+        target_major: int,
+        log: Path,
+        progress: Progress | None = None,
+    ) -> stream.Archive:
+        argv = self._pg_dump(target_major, stream.PG_DUMP_FLAGS)
+        assert self._tools
+        errlog = dest.with_name(dest.name + ".pg_dump.log")
+        maintenance = target.with_dbname(restore.MAINTENANCE_DB)
+        with private.open_private(errlog) as dump_err, private.open_private(log) as restore_err:
+            pg_dump = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=dump_err, env=self.endpoint.child_env()
+            )
+            pg_restore = subprocess.Popen(
+                restore.pg_restore_argv(self._tools, maintenance.conninfo()),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=restore_err,
+                env=target.child_env(),
+            )
+            assert pg_dump.stdout and pg_restore.stdin
+
+            def release(_sha256: str) -> None:
+                code = pg_dump.wait()
+                if code != 0:
+                    raise errors.DumpFailed(
+                        f"pg_dump failed with exit code {code}: {_tail(errlog)}"
+                    )
+                with contextlib.suppress(BrokenPipeError):
+                    pg_restore.stdin.close()  # type: ignore[union-attr]
+
+            try:
+                written = stream.tee(
+                    pg_dump.stdout, dest, pg_restore.stdin, release=release, progress=progress
+                )
+            except stream.SinkStopped:
+                pg_dump.kill()
+                pg_dump.wait()
+                raise restore.stopped("pg_restore", pg_restore.wait(), log) from None
+            except errors.DumpFailed:
+                pg_restore.kill()
+                pg_restore.wait()
+                pg_dump.kill()
+                pg_dump.wait()
+                raise
+            code = pg_restore.wait()
+        if code != 0:
+            # Not proven whole: pg_restore also fails on an archive that ends early.
+            dest.unlink(missing_ok=True)
+            raise restore.stopped("pg_restore", code, log)
+        errlog.unlink()
+        if log.stat().st_size == 0:
+            log.unlink()
+        return written
+
+    def restore(
+        self, dump: DumpFile, target: Endpoint, *, log: Path, progress: Progress | None = None
+    ) -> None:
         if self._tools is None:
             raise errors.ToolMissing("restore before dump: the psql to use is not chosen yet")
-        restore.restore(dump, target, self._tools, log)
+        restore.restore(dump, target, self._tools, log, progress)
 
 
 def _tail(log: Path) -> str:

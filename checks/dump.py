@@ -1,4 +1,4 @@
-"""Writes a pg_dump byte stream to a gzip file in one pass, and proves the file whole."""
+"""--method seed: writes pg_dump's plain script to a gzip file in one pass, proves it whole."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from checks import dumpfile, errors, private
+from checks.progress import Progress
 
+# The seed's flags: --if-exists -c (drop before create), -C (create and connect), -x (no
+# grants), -O (no ownership): a managed admin role is not a superuser.
+PG_DUMP_FLAGS = ["--if-exists", "-xcCO"]
 # gzip level 1: any level reads back the same with zcat, and level 6 (gzip's default) costs
 # several times the CPU for a file about 20% smaller; the dump is on the critical path.
 GZIP_LEVEL = 1
@@ -20,7 +24,7 @@ def dump_path(workdir: Path, database: str, stamp: str) -> Path:
     return workdir / f"{database}-{stamp}.sql.gz"
 
 
-def write_dump(stream: BinaryIO, dest: Path) -> dumpfile.DumpFile:
+def write_dump(stream: BinaryIO, dest: Path, progress: Progress | None = None) -> dumpfile.DumpFile:
     """Compress `stream` into `dest` (mode 0600: it holds every user's data) and check it.
 
     The data goes to `dest` + '.partial' first and is renamed only once the script is proven
@@ -41,6 +45,8 @@ def write_dump(stream: BinaryIO, dest: Path) -> dumpfile.DumpFile:
                 sql_hash.update(chunk)
                 edges.feed(chunk)
                 sql_size += len(chunk)
+                if progress:
+                    progress.add(chunk)
                 packed = deflater.compress(chunk)
                 file_hash.update(packed)
                 size += len(packed)

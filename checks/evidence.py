@@ -34,6 +34,7 @@ class Run:
     tools: dict[str, str] = field(default_factory=dict)
     preflight: dict[str, object] = field(default_factory=dict)
     dump: dict[str, object] | None = None
+    restore: dict[str, object] | None = None  # --method seed: the restore's own timing
     comparison: Comparison | None = None
     schema_differences: list[str] | None = None
     schema_objects: int | None = None  # how many objects the schema comparison covered
@@ -100,6 +101,7 @@ class Run:
             "tools": self.tools,
             "preflight": self.preflight,
             "dump": self.dump,
+            "restore": self.restore,
             "tables": comparison.tables if comparison else [],
             "sequences": comparison.sequences if comparison else [],
             "large_objects": comparison.large_objects if comparison else None,

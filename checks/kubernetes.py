@@ -10,50 +10,65 @@ the pod before psql may read it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, kube, private, restore
+from checks import errors, kube, private, restore, stream
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
+from checks.progress import Progress
 from checks.restore import MAINTENANCE_DB
 
-# $1 is the database. The SQL goes to stdout (fd 3) and through sha256sum; pg_dump's status and
-# the hash go to stderr, marked, so that they are told apart from pg_dump's own messages.
-DUMP_SCRIPT = (
-    '{ { pg_dump --if-exists -xcCO -U "$POSTGRES_USER" -d "$1"; '
-    'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | sha256sum | '
-    'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
-)
 
-# stdin: the password line, the dump's SHA-256 line, the target's CA bundle base64-encoded on one
-# line (empty when none), then the gzip file. $1 is the target's conninfo (no secret in it). The
-# files live in a private temporary directory removed on exit.
-RESTORE_SCRIPT = """set -eu
+def dump_script(flags: list[str]) -> str:
+    """$1 is the database. The dump goes to stdout (fd 3) and through sha256sum; pg_dump's status
+    and the hash go to stderr, marked, so that they are told apart from pg_dump's own messages."""
+    return (
+        f'{{ {{ pg_dump {" ".join(flags)} -U "$POSTGRES_USER" -d "$1"; '
+        'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | sha256sum | '
+        'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
+    )
+
+
+# Both restore scripts read, on stdin: the password line, then the target's CA bundle
+# base64-encoded on one line (empty when none). $1 is the target's conninfo (no secret in it).
+# Files live in a private temporary directory removed on exit.
+_LOGIN = """set -eu
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 IFS= read -r PGPASSWORD
 export PGPASSWORD
-IFS= read -r expected
 IFS= read -r ca
 if [ -n "$ca" ]; then
   printf %s "$ca" | base64 -d > "$dir/root.crt"
   export PGSSLROOTCERT="$dir/root.crt"
 fi
+"""
+_PSQL = 'psql -X -q -v ON_ERROR_STOP=1 -d "$1"\n'
+# --method seed: then the dump's SHA-256 line and the gzip file, hashed before psql reads it.
+RESTORE_SCRIPT = (
+    _LOGIN
+    + """IFS= read -r expected
 cat > "$dir/dump.sql.gz"
 actual=$(sha256sum "$dir/dump.sql.gz" | cut -d ' ' -f 1)
 if [ "$actual" != "$expected" ]; then
   echo "sbm: the dump reached the pod incomplete (sha256 $actual, sent $expected)" >&2
   exit 86
 fi
-gunzip -c "$dir/dump.sql.gz" | psql -X -q -v ON_ERROR_STOP=1 -d "$1"
-"""
+gunzip -c "$dir/dump.sql.gz" | """
+    + _PSQL
+)
+# --method stream: the archive itself follows, straight into pg_restore (`read` takes no more of
+# stdin than its line, so pg_restore gets the rest).
+STREAM_RESTORE_SCRIPT = _LOGIN + f'pg_restore {" ".join(stream.PG_RESTORE_FLAGS)} -d "$1"\n'
 
 _EXIT = re.compile(rb"^sbm-pg-dump-exit:(\d+)$", re.MULTILINE)
 _SHA = re.compile(rb"^sbm-sha256:([0-9a-f]{64})", re.MULTILINE)
@@ -121,49 +136,34 @@ class KubernetesSource:
         return {
             "pg_dump": self._version,
             "psql": self._version,
+            "pg_restore": self._version,
             "where": f"pod {self.pod.namespace}/{self.pod.name}",
         }
 
-    def dump(self, dest: Path, *, target_major: int) -> DumpFile:
+    def _start_dump(self, flags: list[str]) -> _PodDump:
+        script = dump_script(flags)
         argv = kube.exec_argv(
-            self.kube, self.pod, ["sh", "-c", DUMP_SCRIPT, "sh", self.database], stdin=False
+            self.kube, self.pod, ["sh", "-c", script, "sh", self.database], stdin=False
         )
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout and proc.stderr
-        stderr: list[bytes] = []
-        reader = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
-        reader.start()
+        return _PodDump(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+
+    def dump(self, dest: Path, *, target_major: int, progress: Progress | None = None) -> DumpFile:
+        pod_dump = self._start_dump(dumping.PG_DUMP_FLAGS)
         try:
-            written = dumping.write_dump(proc.stdout, dest)
+            written = dumping.write_dump(pod_dump.stdout, dest, progress)
         except errors.DumpFailed as e:
-            proc.kill()
-            proc.wait()
-            reader.join(5)
-            raise errors.DumpFailed(
-                f"{e} (kubectl exec: {b''.join(stderr).decode(errors='replace').strip()[-300:]})"
-            ) from None
-        code = proc.wait()
-        reader.join(30)
-        err = b"".join(stderr)
-        exit_match, sha_match = _EXIT.search(err), _SHA.search(err)
-        problem = None
-        if code != 0:
-            problem = f"kubectl exec exited with {code}"
-        elif not exit_match or exit_match[1] != b"0":
-            problem = f"pg_dump in the pod failed ({err.decode(errors='replace').strip()[-300:]})"
-        elif not sha_match:
-            problem = "the pod did not report the dump's checksum"
-        elif sha_match[1].decode() != written.sql_sha256:
-            problem = (
-                f"the dump changed in transit: SHA-256 {sha_match[1].decode()} in the pod, "
-                f"{written.sql_sha256} here (the exec stream ended early)"
-            )
-        if problem:
+            raise errors.DumpFailed(f"{e} (kubectl exec: {pod_dump.abort()})") from None
+        try:
+            pod_dump.finish(written.sql_sha256)
+        except errors.DumpFailed:
             dest.unlink(missing_ok=True)
-            raise errors.DumpFailed(f"{problem}: take the dump again")
+            raise
         return written
 
-    def restore(self, dump: DumpFile, target: Endpoint, *, log: Path) -> None:
+    def _start_restore(
+        self, script: str, target: Endpoint, errlog: BinaryIO
+    ) -> subprocess.Popen[bytes]:
+        """psql in the pod, logged in: the password and CA bundle already sent on its stdin."""
         if target.password is None:
             raise errors.UsageError(
                 "in Kubernetes mode the restore runs in the pod: give the target password with "
@@ -175,30 +175,130 @@ class KubernetesSource:
         if "sslrootcert" in target.params:
             ca = base64.b64encode(Path(target.params["sslrootcert"]).read_bytes())
         conninfo = Endpoint("target", {**params, "dbname": MAINTENANCE_DB}).conninfo()
-        argv = kube.exec_argv(
-            self.kube, self.pod, ["sh", "-c", RESTORE_SCRIPT, "sh", conninfo], stdin=True
+        argv = kube.exec_argv(self.kube, self.pod, ["sh", "-c", script, "sh", conninfo], stdin=True)
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog
         )
+        assert proc.stdin
+        proc.stdin.write(target.password.encode() + b"\n" + ca + b"\n")
+        return proc
+
+    def restore(
+        self, dump: DumpFile, target: Endpoint, *, log: Path, progress: Progress | None = None
+    ) -> None:
         with private.open_private(log) as errlog:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog
-            )
+            proc = self._start_restore(RESTORE_SCRIPT, target, errlog)
             assert proc.stdin
+            if progress:
+                progress.bytes_expected = dump.bytes  # counted as sent: compressed
             try:
-                header = [target.password.encode(), dump.sha256.encode(), ca]
-                proc.stdin.write(b"\n".join(header) + b"\n")
+                proc.stdin.write(dump.sha256.encode() + b"\n")
                 with dump.path.open("rb") as f:
                     while chunk := f.read(CHUNK):
                         proc.stdin.write(chunk)
+                        if progress:
+                            progress.add(chunk, count_rows=False)
                 proc.stdin.close()
             except BrokenPipeError:
                 pass
             code = proc.wait()
         if code != 0:
-            raise errors.RestoreFailed(
-                f"the restore in the pod stopped (exit {code}): {restore.first_error(log)}"
-            )
+            raise _restore_failed(code, log)
+
+    def stream(
+        self,
+        dest: Path,
+        target: Endpoint,
+        *,
+        target_major: int,
+        log: Path,
+        progress: Progress | None = None,
+    ) -> stream.Archive:
+        """The pod's pg_dump through this host (which keeps the artifact) into the pod's
+        pg_restore: the same programs, and the same network path to the target, as the seed."""
+        with private.open_private(log) as errlog:
+            pg_restore = self._start_restore(STREAM_RESTORE_SCRIPT, target, errlog)
+            assert pg_restore.stdin
+            pod_dump = self._start_dump(stream.PG_DUMP_FLAGS)
+
+            def release(sha256: str) -> None:
+                pod_dump.finish(sha256)
+                with contextlib.suppress(BrokenPipeError):
+                    pg_restore.stdin.close()  # type: ignore[union-attr]
+
+            try:
+                written = stream.tee(
+                    pod_dump.stdout, dest, pg_restore.stdin, release=release, progress=progress
+                )
+            except stream.SinkStopped:
+                pod_dump.abort()
+                raise _restore_failed(pg_restore.wait(), log) from None
+            except errors.DumpFailed:
+                # Killing kubectl ends the pod's stdin: pg_restore fails on the cut archive,
+                # and the caller drops what it had restored.
+                pg_restore.kill()
+                pg_restore.wait()
+                pod_dump.abort()
+                raise
+            code = pg_restore.wait()
+        if code != 0:
+            dest.unlink(missing_ok=True)  # not proven whole: pg_restore fails on a cut archive
+            raise _restore_failed(code, log)
+        return written
 
     def close(self) -> None:
         if self._forward:
             self._forward.close()
             self._forward = None
+
+
+def _restore_failed(code: int, log: Path) -> errors.RestoreFailed:
+    return errors.RestoreFailed(
+        f"the restore in the pod stopped (exit {code}): {restore.first_error(log)}"
+    )
+
+
+class _PodDump:
+    """`kubectl exec` of a dump_script: the dump on stdout, pg_dump's status and hash on stderr."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout and proc.stderr
+        self.proc = proc
+        self.stdout: BinaryIO = proc.stdout
+        self._stderr: list[bytes] = []
+        self._reader = threading.Thread(
+            target=lambda: self._stderr.append(proc.stderr.read()),  # type: ignore[union-attr]
+            daemon=True,
+        )
+        self._reader.start()
+
+    def _err(self) -> bytes:
+        return b"".join(self._stderr)
+
+    def abort(self) -> str:
+        """Stop it; what kubectl said, for the message."""
+        self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
+        return self._err().decode(errors="replace").strip()[-300:]
+
+    def finish(self, sql_sha256: str) -> None:
+        """Raise DumpFailed unless pg_dump succeeded in the pod and sent what arrived here."""
+        code = self.proc.wait()
+        self._reader.join(30)
+        err = self._err()
+        exit_match, sha_match = _EXIT.search(err), _SHA.search(err)
+        problem = None
+        if code != 0:
+            problem = f"kubectl exec exited with {code}"
+        elif not exit_match or exit_match[1] != b"0":
+            problem = f"pg_dump in the pod failed ({err.decode(errors='replace').strip()[-300:]})"
+        elif not sha_match:
+            problem = "the pod did not report the dump's checksum"
+        elif sha_match[1].decode() != sql_sha256:
+            problem = (
+                f"the dump changed in transit: SHA-256 {sha_match[1].decode()} in the pod, "
+                f"{sql_sha256} here (the exec stream ended early)"
+            )
+        if problem:
+            raise errors.DumpFailed(f"{problem}: take the dump again")

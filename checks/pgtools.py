@@ -40,6 +40,16 @@ class Toolset:
     def path(self, program: str) -> str:
         return str(self.bindir / program)
 
+    def require(self, *programs: str) -> Toolset:
+        """Itself, once every program is there (an install may lack some client programs)."""
+        missing = [p for p in programs if not os.access(self.bindir / p, os.X_OK)]
+        if missing:
+            raise errors.ToolMissing(
+                f"{self.bindir} has no {', '.join(missing)}: install PostgreSQL {self.major}'s "
+                "client programs there, or pass --pg-bindir"
+            )
+        return self
+
     @property
     def version(self) -> str:
         return f"{self.major}.{self.minor}"

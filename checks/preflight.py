@@ -64,17 +64,23 @@ def locale_usable(db: server.DatabaseInfo, conn: psycopg.Connection) -> None:
             )
 
 
-def free_space(workdir: Path, needed: int) -> int:
-    """Free bytes in the workdir; refuse when the dump may not fit.
+def dump_bytes_bound(database_bytes: int, method: str) -> int:
+    """How much room the dump may need.
 
-    The database's on-disk size bounds its compressed plain dump (which leaves out indexes and
-    free space), so requiring that much is safe without being wasteful.
+    The database's on-disk size bounds its gzip-compressed plain dump (which leaves out indexes
+    and free space). The stream method keeps the script uncompressed, where bytea is written as
+    hex, twice its size: so twice the database.
     """
+    return database_bytes * (2 if method == "stream" else 1)
+
+
+def free_space(workdir: Path, needed: int) -> int:
+    """Free bytes in the workdir; refuse when the dump may not fit."""
     free = shutil.disk_usage(workdir).free
     if free < needed:
         raise errors.Refused(
             f"{workdir} has {_size(free)} free, the dump may need up to {_size(needed)}: "
-            "free some space or pass --workdir on a larger disk"
+            "free some space, pass --workdir on a larger disk, or --method seed (gzip, smaller)"
         )
     return free
 

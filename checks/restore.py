@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 from typing import IO
 
-from checks import dumpfile, errors, private
+import psycopg
+from psycopg import sql
+
+from checks import dumpfile, errors, private, stream
 from checks.endpoint import Endpoint
 from checks.pgtools import Toolset
+from checks.progress import Progress
 
+RESTORER_GRACE_S = 30  # how long a cut-off restore in a pod gets to notice and quit
 # Where psql starts, as in the seed: the dump creates the database and connects to it itself.
 MAINTENANCE_DB = "postgres"
 
@@ -22,7 +28,13 @@ def psql_argv(tools: Toolset, conninfo: str) -> list[str]:
     return [tools.path("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo]
 
 
-def restore(dump: dumpfile.DumpFile, target: Endpoint, tools: Toolset, log: Path) -> None:
+def restore(
+    dump: dumpfile.DumpFile,
+    target: Endpoint,
+    tools: Toolset,
+    log: Path,
+    progress: Progress | None = None,
+) -> None:
     """Feed the dump to psql on the target; raise RestoreFailed naming psql's first error.
 
     The file is read again and its SHA-256 compared with the one recorded at dump time, so the
@@ -38,12 +50,10 @@ def restore(dump: dumpfile.DumpFile, target: Endpoint, tools: Toolset, log: Path
             env=target.child_env(),
         )
         assert proc.stdin
-        sha = _feed(dump.path, proc.stdin)
+        sha = _feed(dump.path, proc.stdin, progress)
         code = proc.wait()
     if code != 0:
-        raise errors.RestoreFailed(
-            f"psql stopped with exit code {code}: {first_error(log)} (full log: {log})"
-        )
+        raise stopped("psql", code, log)
     if log.stat().st_size == 0:
         log.unlink()
     if sha is not None and sha != dump.sha256:
@@ -52,7 +62,7 @@ def restore(dump: dumpfile.DumpFile, target: Endpoint, tools: Toolset, log: Path
         )
 
 
-def _feed(path: Path, sink: IO[bytes]) -> str | None:
+def _feed(path: Path, sink: IO[bytes], progress: Progress | None = None) -> str | None:
     """Decompress the file into psql's stdin; the file's SHA-256, or None if psql quit early."""
     digest = hashlib.sha256()
     try:
@@ -60,12 +70,65 @@ def _feed(path: Path, sink: IO[bytes]) -> str | None:
             with path.open("rb") as raw:
                 for data in dumpfile.inflate(raw, digest.update):
                     sink.write(data)
+                    if progress:
+                        progress.add(data)
         except errors.DumpFailed:
             pass  # cut short since its check: the digest cannot match the recorded one
         sink.close()
     except BrokenPipeError:
         return None  # psql stopped at an error; its exit code says so
     return digest.hexdigest()
+
+
+def pg_restore_argv(tools: Toolset, conninfo: str) -> list[str]:
+    """--method stream: pg_restore of the archive on stdin, starting in the maintenance db."""
+    return [tools.path("pg_restore"), *stream.PG_RESTORE_FLAGS, "-d", conninfo]
+
+
+def stopped(program: str, code: int, log: Path) -> errors.RestoreFailed:
+    return errors.RestoreFailed(
+        f"{program} stopped with exit code {code}: {first_error(log)} (full log: {log})"
+    )
+
+
+def database_oid(target: Endpoint, database: str) -> int | None:
+    """The OID of `database` on the target, None when there is none."""
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        row = conn.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", (database,))
+        found = row.fetchone()
+    return int(found[0]) if found else None
+
+
+def drop_partial(target: Endpoint, database: str, before: int | None, *, restorer: str) -> str:
+    """Drop what a failed restore created of `database` on the target; say what became of it.
+
+    `before` is the database's OID before the restore began. A database with another OID was
+    created by this run, so it holds only a partial copy, which a new attempt would refuse; one
+    with the same OID is the operator's and stays as it was. A restore cut off in a pod may
+    still be running there: the sessions named `restorer` (their application_name) are waited
+    for first, so that nothing is created after the check.
+    """
+    try:
+        with target.connect(dbname=MAINTENANCE_DB) as conn:
+            deadline = time.monotonic() + RESTORER_GRACE_S
+            while time.monotonic() < deadline and conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (restorer,)
+            ).fetchone() != (0,):
+                time.sleep(0.5)
+            row = conn.execute(
+                "SELECT oid::bigint FROM pg_database WHERE datname = %s", (database,)
+            ).fetchone()
+            now = int(row[0]) if row else None
+            if now is None:
+                return f"the target has no {database}"
+            if now == before:
+                return f"the target's {database} was left as it was"
+            # FORCE: a restorer that outlived the grace period must not keep it alive.
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
+    except (psycopg.Error, errors.MigrationError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"the partly restored {database} may still be on the target ({first}): drop it"
+    return f"the partly restored {database} was dropped from the target"
 
 
 def first_error(log: Path) -> str:

@@ -1,8 +1,9 @@
 """The seam between the runbook and where the embedded database lives.
 
 A source is reached through one small interface: the runbook asks it for a connection (to
-inspect and verify), a dump (written to the workdir), and a restore of that dump into the
-target run from wherever the target is reachable. `checks.direct` implements it for a database
+inspect and verify), and either a dump (written to the workdir) and then a restore of that dump
+into the target, or both at once as a stream that keeps the dump; restores run from wherever the
+target is reachable. `checks.direct` implements it for a database
 the operator can reach directly; a Kubernetes source runs the same steps inside the cluster.
 """
 
@@ -15,6 +16,8 @@ import psycopg
 
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
+from checks.progress import Progress
+from checks.stream import Archive
 
 
 class Source(Protocol):
@@ -28,12 +31,29 @@ class Source(Protocol):
         """An autocommit connection to the source database."""
         ...
 
-    def dump(self, dest: Path, *, target_major: int) -> DumpFile:
-        """`pg_dump --if-exists -xcCO` of the database into `dest`, proven whole."""
+    def dump(self, dest: Path, *, target_major: int, progress: Progress | None = None) -> DumpFile:
+        """--method seed: `pg_dump --if-exists -xcCO` of the database into `dest` (gzip),
+        proven whole."""
         ...
 
-    def restore(self, dump: DumpFile, target: Endpoint, *, log: Path) -> None:
-        """Restore the dump into the target, stopping at the first error."""
+    def restore(
+        self, dump: DumpFile, target: Endpoint, *, log: Path, progress: Progress | None = None
+    ) -> None:
+        """--method seed: restore the dump into the target, stopping at the first error."""
+        ...
+
+    def stream(
+        self,
+        dest: Path,
+        target: Endpoint,
+        *,
+        target_major: int,
+        log: Path,
+        progress: Progress | None = None,
+    ) -> Archive:
+        """--method stream: pg_dump's archive restored by pg_restore as it is written to `dest`;
+        the file is kept only if dump and restore succeed; the restore stops at its first
+        error."""
         ...
 
     def tool_versions(self) -> dict[str, str]:

@@ -97,11 +97,12 @@ def test_workdir_has_room_for_the_dump(
     with source.connect() as conn:
         db = server.database(conn, settings.database)
     assert db is not None, f"no database {settings.database} on the source"
-    free = preflight.free_space(settings.workdir, db.size_bytes)
+    needed = preflight.dump_bytes_bound(db.size_bytes, settings.method)
+    free = preflight.free_space(settings.workdir, needed)
     run.preflight["workdir"] = {
         "path": str(settings.workdir),
         "free_bytes": free,
-        "needed_bytes": db.size_bytes,
+        "needed_bytes": needed,
     }
 
 

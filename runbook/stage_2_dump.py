@@ -1,16 +1,26 @@
-"""Stage 2, dump: the seed's `pg_dump --if-exists -xcCO`, gzip-compressed into the workdir,
-proven whole (trailer, \\restrict pair) with its size and SHA-256 recorded."""
+"""Stage 2, dump: the seed's `pg_dump --if-exists -xcCO` into the workdir, proven whole
+(trailer, \\restrict pair) with its size and SHA-256 recorded.
+
+--method stream (the default) dumps pg_dump's custom archive into pg_restore on the target while
+keeping it as the artifact, so the outage lasts the longer of dump and restore, not their sum;
+--method seed writes the seed's gzip plain script first and restores it in stage 3, as the
+documented procedure does.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from checks import dump, dumpfile, errors, kube, preflight, server
+from checks import data, dump, dumpfile, errors, kube, preflight, restore, server, stream
 from checks.dumpfile import DumpFile
+from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
+from checks.progress import Progress
 from checks.source import Source
 from fixtures.options import Settings
 
@@ -44,18 +54,66 @@ def test_stackblitz_is_stopped(source: Source, settings: Settings, run: Run) -> 
 
 
 def test_dump_is_taken(
-    source: Source, target_info: server.ServerInfo, settings: Settings, run: Run
+    source: Source,
+    target_info: server.ServerInfo,
+    settings: Settings,
+    run: Run,
+    say: Callable[[str], None],
 ) -> None:
+    """--method seed: the gzip dump file, before anything touches the target."""
+    if settings.method != "seed":
+        pytest.skip("--method stream: the dump is restored as it is taken (next check)")
     dest = dump.dump_path(settings.workdir, settings.database, settings.stamp)
-    run.dump_file = source.dump(dest, target_major=target_info.major)
-    run.dump = run.dump_file.evidence()
+    progress = Progress("dump", say, rows_expected=_rows(source))
+    run.dump_file = source.dump(dest, target_major=target_info.major, progress=progress)
+    run.dump = {"method": "seed", **run.dump_file.evidence(), **progress.summary()}
     run.tools = source.tool_versions()
 
 
+def test_dump_is_streamed_into_target(
+    source: Source,
+    target: Endpoint,
+    target_info: server.ServerInfo,
+    settings: Settings,
+    run: Run,
+    say: Callable[[str], None],
+) -> None:
+    """--method stream: pg_dump's archive into the target's pg_restore and, byte for byte, the
+    file."""
+    if settings.method != "stream":
+        pytest.skip("--method seed: the dump file is restored in the restore stage")
+    dest = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
+    log = dest.with_name(dest.name + ".restore.log")
+    progress = Progress("dump → target", say, rows_expected=_rows(source))
+    before = restore.database_oid(target, settings.database)
+    # The restore's sessions carry this name: the target's DBA can see them, and a failure
+    # can wait for them to end.
+    restorer = f"stackblitz-migrate-{settings.stamp}"
+    restoring = replace(target, params={**target.params, "application_name": restorer})
+    try:
+        archive = source.stream(
+            dest, restoring, target_major=target_info.major, log=log, progress=progress
+        )
+    except errors.MigrationError as e:
+        # What a failed stream left on the target is part of a database: a second attempt
+        # would find it and refuse, and StackBlitz must never be pointed at it.
+        cleanup = restore.drop_partial(target, settings.database, before, restorer=restorer)
+        raise type(e)(f"{e}; {cleanup}") from None
+    finally:
+        run.tools = source.tool_versions()
+    run.dump = {"method": "stream", **archive.evidence(), **progress.summary()}
+
+
 def test_dump_file_on_disk_is_whole(dump_file: DumpFile) -> None:
+    """--method seed: the file is read back before the restore may trust it."""
     on_disk = dumpfile.inspect(dump_file.path)
     if on_disk.sha256 != dump_file.sha256:
         raise errors.DumpFailed(
             f"{on_disk.path} changed after it was written (SHA-256 {on_disk.sha256}, written "
             f"{dump_file.sha256}): take the dump again"
         )
+
+
+def _rows(source: Source) -> int:
+    with source.connect() as conn:
+        return data.estimated_rows(conn)

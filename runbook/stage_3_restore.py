@@ -1,13 +1,18 @@
 """Stage 3, restore: the dump into the target as the seed does (create, connect, restore), but
-stopping at the first error."""
+stopping at the first error (--method seed; --method stream restored during the dump stage),
+then the checks and statistics every restore needs."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
 from checks import errors, server
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
+from checks.evidence import Run
+from checks.progress import Progress
 from checks.source import Source
 from fixtures.options import Settings
 
@@ -15,10 +20,16 @@ pytestmark = [pytest.mark.stage("restore"), pytest.mark.modes("migrate")]
 
 
 def test_dump_is_restored_into_target(
-    source: Source, target: Endpoint, dump_file: DumpFile
+    source: Source,
+    target: Endpoint,
+    dump_file: DumpFile,
+    run: Run,
+    say: Callable[[str], None],
 ) -> None:
     log = dump_file.path.with_name(dump_file.path.name + ".restore.log")
-    source.restore(dump_file, target, log=log)
+    progress = Progress("restore", say, bytes_expected=dump_file.sql_bytes)
+    source.restore(dump_file, target, log=log, progress=progress)
+    run.restore = progress.summary()
 
 
 def test_target_database_holds_the_tables(target: Endpoint, settings: Settings) -> None:
@@ -29,7 +40,7 @@ def test_target_database_holds_the_tables(target: Endpoint, settings: Settings) 
 
 
 def test_target_statistics_are_collected(target: Endpoint, settings: Settings) -> None:
-    """A plain dump carries no planner statistics: without ANALYZE, StackBlitz's first queries
+    """The dump carries no planner statistics: without ANALYZE, StackBlitz's first queries
     on the new server would be planned blind until autovacuum gets to every table."""
     with target.connect(dbname=settings.database) as conn:
         conn.execute("ANALYZE")

@@ -140,7 +140,7 @@ def test_kubernetes_migration_is_verified(
     assert outcome.code == 0, outcome.output[-4000:]
     doc = outcome.evidence
     assert doc["verified"] is True
-    assert doc["source"]["kind"] == "kubernetes"
+    assert doc["source"]["kind"] == "kubernetes" and doc["dump"]["method"] == "stream"
     assert (doc["source"]["namespace"], doc["source"]["pod"]) == ("stackblitz", "postgres-0")
     assert doc["tools"]["pg_dump"].startswith("15.")  # the pod's own pg_dump
     # the write freeze: the app was listed, stopped and can be started again
@@ -168,7 +168,8 @@ def _assert_no_secret_left(
     # Every exec's argv is in the request URIs the API server logs (tests/cluster/up audits).
     raw = Path("/var/lib/stackblitz-migrate-cluster/logs/audit.log").read_text(errors="replace")
     audit = raw + urllib.parse.unquote_plus(raw)
-    assert "pg_dump --if-exists -xcCO" in audit and "ON_ERROR_STOP=1" in audit  # dump, restore
+    # the stream's dump and restore (--method seed's are in the cluster rehearsal's run)
+    assert "pg_dump -Fc -Z0 -x" in audit and "pg_restore -C -c --if-exists -O -x" in audit
     assert not any(s in audit for s in secrets_)
     for path in (*outcome.reports.rglob("*"), *outcome.workdir.rglob("*")):
         if path.is_file():
@@ -243,10 +244,17 @@ def test_discovery_without_a_pod_names_what_to_pass(cluster: kube.Kube) -> None:
         kube.find_postgres_pod(cluster, namespace="kube-system", pod_name=None)
 
 
-def test_dump_stream_cut_short_is_caught_before_any_restore(
-    cluster: kube.Kube, deployed: sbns.Install, host_target: pgserver.Server, tmp_path: Path
+@pytest.mark.parametrize("method", ["stream", "seed"])
+def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
+    cluster: kube.Kube,
+    deployed: sbns.Install,
+    host_target: pgserver.Server,
+    tmp_path: Path,
+    method: str,
 ) -> None:
-    """A kubectl that ends pg_dump's stream early and exits 0, like kubernetes issue 124571."""
+    """A kubectl that ends pg_dump's stream early and exits 0, like kubernetes issue 124571.
+    --method seed finds out before any restore; --method stream, whose restore has begun,
+    drops what it created."""
     _drop_target(host_target)
     wrapper = tmp_path / "bin"
     wrapper.mkdir()
@@ -261,14 +269,21 @@ def test_dump_stream_cut_short_is_caught_before_any_restore(
         tmp_path,
         *_args(cluster, host_target, tmp_path),
         "--allow-active-connections",
+        "--method",
+        method,
         env=_env(wrapper),
     )
     assert outcome.code == 1, outcome.output[-3000:]
-    failed = outcome.check("test_dump_is_taken")
+    check = {"stream": "test_dump_is_streamed_into_target", "seed": "test_dump_is_taken"}[method]
+    failed = outcome.check(check)
     assert failed["outcome"] == "failed" and "take the dump again" in failed["message"]
+    if method == "stream":  # the pod's pg_restore may or may not have created it by then
+        assert "was dropped from the target" in failed["message"] or (
+            "the target has no" in failed["message"]
+        ), failed
     stages = {s["name"]: s for s in outcome.evidence["stages"]}
     assert stages["restore"]["detail"] == "stage 'dump' failed"
-    assert not list(outcome.workdir.glob("*.sql.gz"))
+    assert not [p for p in outcome.workdir.glob("*.sql*") if not p.name.endswith(".log")]
     with _connect_target(host_target) as conn:
         assert conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
@@ -314,11 +329,18 @@ def test_key_stage_errors_are_clear(
 def test_cluster_rehearsal_runs_the_whole_runbook(cluster: kube.Kube, tmp_path: Path) -> None:
     """`--rehearsal=cluster`: the same namespace the tests use, deployed by the runbook itself."""
     outcome = run_runbook(
-        tmp_path, "--rehearsal=cluster", "--kubeconfig", str(cluster.kubeconfig), "--stop-app"
+        tmp_path,
+        "--rehearsal=cluster",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--stop-app",
+        "--method",
+        "seed",  # the in-pod restore from a file; the other tests stream
     )
     assert outcome.code == 0, outcome.output[-3000:]
     doc = outcome.evidence
     assert doc["verified"] is True and doc["source"]["kind"] == "kubernetes"
+    assert doc["dump"]["method"] == "seed" and doc["dump"]["path"].endswith(".sql.gz")
     assert doc["preflight"]["rehearsal"]["namespace"] == "stackblitz-rehearsal"
     assert doc["encryption_key"]["fingerprint"].startswith("sha256:")
     gone = subprocess.run(

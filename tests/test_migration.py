@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from checks import data, schema
+from checks import data, pgtools, schema
 from fixtures import pgserver, sample_db
 from fixtures.kots_sample import kots_config_values
 from tests.runbook_cli import Outcome, direct_args, password_file, run_runbook
@@ -95,8 +98,22 @@ def test_migration_is_verified(migrated: Outcome) -> None:
     doc = migrated.evidence
     assert doc["verified"] is True
     assert doc["dump"]["bytes"] > 0 and len(doc["dump"]["sha256"]) == 64
-    assert doc["dump"]["restricted"] is True  # pg_dump 18 brackets the script
     assert doc["tools"]["pg_dump"].startswith("18.")
+    # --method stream: the artifact is pg_dump's custom archive, hashed as pg_restore read it
+    assert doc["dump"]["method"] == "stream" and doc["dump"]["seconds"] > 0
+    artifact = Path(doc["dump"]["path"])
+    assert artifact.name.endswith(".dump") and artifact.stat().st_mode & 0o777 == 0o600
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == doc["dump"]["sha256"]
+    assert doc["dump"]["bytes"] == artifact.stat().st_size
+    listing = subprocess.run(
+        [pgtools.for_major(18).path("pg_restore"), "-l", str(artifact)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "TABLE DATA public project_files" in listing and "BLOBS" in listing
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["restore"]["outcome"] == "passed"  # its checks and ANALYZE ran
     assert doc["encryption_key"]["item"] == "stackblitz_enc_key"
     assert doc["preflight"]["target_database"] == "absent"
 
@@ -214,6 +231,11 @@ def test_verify_only_passes_on_an_untouched_copy_whatever_the_session_settings(
         assert stages[changing]["detail"] == "not part of a verify-only run"
 
 
+def _dumps_kept(outcome: Outcome) -> list[Path]:
+    """Dump files (whole or partial) in the workdir; the logs a failure leaves are not dumps."""
+    return [p for p in outcome.workdir.glob("*.sql*") if not p.name.endswith(".log")]
+
+
 def _refused(outcome: Outcome, check: str, message: str) -> None:
     assert outcome.code == 1, outcome.output[-2000:]
     result = outcome.check(check)
@@ -226,7 +248,7 @@ def _refused(outcome: Outcome, check: str, message: str) -> None:
         assert stages[later]["detail"] == "stage 'preflight' failed"
     assert "stage 'preflight' failed" in outcome.junit_skips()
     assert outcome.evidence["verified"] is False
-    assert not list(outcome.workdir.glob("*.sql.gz*"))
+    assert not list(outcome.workdir.glob("*.sql*"))  # not even a log
 
 
 def test_existing_target_database_is_refused_and_untouched(
@@ -366,23 +388,99 @@ def test_other_sessions_on_the_source_are_refused_unless_allowed(
     assert allowed.evidence["preflight"]["other_source_sessions"] == 1
 
 
+@pytest.mark.parametrize("method", ["stream", "seed"])
 def test_restore_stops_at_the_first_error(
-    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path, method: str
 ) -> None:
     """A session on the target database makes the dump's DROP DATABASE fail: psql must stop
-    there, the stage must fail with psql's error, and nothing after it may run."""
+    there, the stage must fail with psql's error, nothing after it may run, and the operator's
+    database (which --allow-drop-target let the script drop) must stay as it was."""
     _reset_target(pg18)
+    with _admin(pg18) as conn:
+        oid = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (DB,)).fetchone()
     with _admin(pg18, DB):
         outcome = run_runbook(
-            tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--allow-drop-target"
+            tmp_path,
+            *direct_args(pg15, pg18, tmp_path, database=DB),
+            "--allow-drop-target",
+            "--method",
+            method,
         )
     assert outcome.code == 1, outcome.output[-2000:]
-    failed = outcome.check("test_dump_is_restored_into_target")
+    check, stage, later = {
+        "stream": ("test_dump_is_streamed_into_target", "dump", "restore"),
+        "seed": ("test_dump_is_restored_into_target", "restore", "verify"),
+    }[method]
+    failed = outcome.check(check)
     assert failed["outcome"] == "failed"
-    assert (
-        "exit code 3" in failed["message"] and "being accessed by other users" in failed["message"]
-    )
+    assert "being accessed by other users" in failed["message"]
+    stopped = {
+        "stream": "pg_restore stopped with exit code 1",
+        "seed": "psql stopped with exit code 3",
+    }
+    assert stopped[method] in failed["message"]
     stages = {s["name"]: s for s in outcome.evidence["stages"]}
-    assert stages["dump"]["outcome"] == "passed"
-    assert stages["verify"]["detail"] == "stage 'restore' failed"
+    assert stages[stage]["outcome"] == "failed"
+    assert stages[later]["detail"] == f"stage '{stage}' failed"
     assert outcome.evidence["verified"] is False
+    with _admin(pg18) as conn:
+        assert (
+            conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (DB,)).fetchone() == oid
+        )
+    if method == "stream":
+        assert f"the target's {DB} was left as it was" in failed["message"]
+        assert _dumps_kept(outcome) == []
+
+
+def test_seed_method_migration_is_verified(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """--method seed keeps the documented order and file: a gzip plain dump, proven whole and
+    read back, then restored from the file."""
+    _drop(pg18, DB)
+    outcome = run_runbook(
+        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--method", "seed"
+    )
+    assert outcome.code == 0, outcome.output[-3000:]
+    doc = outcome.evidence
+    assert doc["verified"] is True
+    assert doc["dump"]["method"] == "seed" and doc["restore"]["seconds"] >= 0
+    artifact = Path(doc["dump"]["path"])
+    assert artifact.name.endswith(".sql.gz") and artifact.stat().st_mode & 0o777 == 0o600
+    script = gzip.decompress(artifact.read_bytes())
+    assert hashlib.sha256(script).hexdigest() == doc["dump"]["sql_sha256"]
+    for check in ("test_dump_is_taken", "test_dump_file_on_disk_is_whole"):
+        assert outcome.check(check)["outcome"] == "passed"
+    assert outcome.check("test_dump_is_streamed_into_target")["outcome"] == "skipped"
+
+
+def test_stream_cut_short_is_refused_and_its_database_dropped(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """A pg_dump whose output stops early but which exits 0 (as a broken pipe or exec stream
+    can): the target's pg_restore has already restored part of it and must fail on the cut
+    archive; then the half database is dropped and no file kept. The wrapper is a test double:
+    a real pg_dump cannot be made to do this on demand."""
+    _drop(pg18, DB)
+    real = pgtools.for_major(18).bindir
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "pg_dump").write_text(f'#!/bin/sh\n"{real}/pg_dump" "$@" | head -c 1000000\n')
+    (bindir / "pg_dump").chmod(0o755)
+    for program in ("psql", "pg_restore"):
+        (bindir / program).symlink_to(real / program)
+    outcome = run_runbook(
+        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--pg-bindir", str(bindir)
+    )
+    assert outcome.code == 1, outcome.output[-3000:]
+    failed = outcome.check("test_dump_is_streamed_into_target")
+    assert failed["outcome"] == "failed", failed
+    assert "pg_restore stopped" in failed["message"]
+    assert f"the partly restored {DB} was dropped from the target" in failed["message"]
+    with _admin(pg18) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", (DB,)
+        ).fetchone() == (0,)
+    assert _dumps_kept(outcome) == []
+    stages = {s["name"]: s for s in outcome.evidence["stages"]}
+    assert stages["restore"]["detail"] == "stage 'dump' failed"

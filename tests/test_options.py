@@ -28,6 +28,7 @@ from tests.runbook_cli import run_runbook
             ["--source-dsn", "host=h", "--target-host", "t", "--target-password-file", "/nope"],
             "cannot read password file /nope",
         ),
+        (["--rehearsal", "--method", "fast"], "--method 'fast': use one of stream, seed"),
     ],
 )
 def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
@@ -43,3 +44,22 @@ def test_options_come_from_the_environment_too(tmp_path: Path) -> None:
     env = {"STACKBLITZ_MIGRATE_TARGET_HOST": "t", "STACKBLITZ_MIGRATE_TARGET_PORT": "x"}
     outcome = run_runbook(tmp_path, "--source-dsn", "host=h", env=env)
     assert "--target-port takes a whole number" in outcome.output
+
+
+def test_method_from_the_environment_is_checked_too(tmp_path: Path) -> None:
+    outcome = run_runbook(tmp_path, "--rehearsal", env={"STACKBLITZ_MIGRATE_METHOD": "fast"})
+    assert outcome.code == 4
+    assert "--method 'fast': use one of stream, seed" in outcome.output
+
+
+def test_pg_bindir_must_hold_every_program(tmp_path: Path) -> None:
+    """A client install with pg_dump but no pg_restore (--method stream needs it) is refused
+    before anything runs, naming the program."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for program in ("pg_dump", "psql"):
+        (bindir / program).write_text("#!/bin/sh\n")
+        (bindir / program).chmod(0o755)
+    outcome = run_runbook(tmp_path, "--rehearsal", "--pg-bindir", str(bindir))
+    assert outcome.code == 4
+    assert f"--pg-bindir {bindir} has no pg_restore" in outcome.output

@@ -55,7 +55,7 @@ def test_user_without_createdb_is_refused(pg18: pgserver.Server, conn: psycopg.C
 
 def test_too_little_free_space_is_refused(tmp_path: Path) -> None:
     assert preflight.free_space(tmp_path, 1) > 0
-    with pytest.raises(errors.Refused, match="free some space or pass --workdir"):
+    with pytest.raises(errors.Refused, match="free some space, pass --workdir"):
         preflight.free_space(tmp_path, 1 << 60)
 
 

@@ -1,0 +1,75 @@
+"""Progress of a long copy, as the operator watching the outage wants it: done, rate, time left.
+
+Rows are counted as newlines: in a plain dump every COPY row is one line (a newline inside a
+value is written as \\n), so the count is exact for data and off only by the schema's lines.
+The total is the source's own estimate (pg_class.reltuples), so "time left" is an estimate too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+EVERY = 10.0  # seconds between lines: often enough to see it move, rare enough to read a log
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.0f} MB"
+
+
+class Progress:
+    def __init__(
+        self,
+        label: str,
+        emit: Callable[[str], None] | None,
+        *,
+        rows_expected: int | None = None,
+        bytes_expected: int | None = None,
+        every: float = EVERY,
+    ) -> None:
+        self.label = label
+        self.emit = emit
+        self.rows_expected = rows_expected or None
+        self.bytes_expected = bytes_expected or None
+        self.every = every
+        self.bytes = 0
+        self.rows = 0
+        self.started = time.monotonic()
+        self._next = self.started + every
+
+    def add(self, chunk: bytes, *, count_rows: bool = True) -> None:
+        self.bytes += len(chunk)
+        if count_rows:
+            self.rows += chunk.count(b"\n")
+        if self.emit is not None:
+            now = time.monotonic()
+            if now >= self._next:
+                self._next = now + self.every
+                self.emit(self.line(now))
+
+    def fraction(self) -> float | None:
+        if self.bytes_expected:
+            return min(self.bytes / self.bytes_expected, 1.0)
+        if self.rows_expected:
+            return min(self.rows / self.rows_expected, 1.0)
+        return None
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.started, 1e-6)
+        parts = [f"{self.label}: {_mb(self.bytes)}"]
+        if self.rows_expected:
+            parts.append(f"{self.rows:,} of ~{self.rows_expected:,} rows")
+        parts.append(f"{_mb(self.bytes / elapsed)}/s")
+        done = self.fraction()
+        if done is not None and done > 0:
+            left = elapsed * (1 - done) / done
+            parts.append(f"{done:.0%}, about {left:,.0f} s left")
+        return ", ".join(parts)
+
+    def summary(self) -> dict[str, object]:
+        """For the evidence: what was copied, how long it took, how fast."""
+        seconds = time.monotonic() - self.started
+        return {
+            "seconds": round(seconds, 1),
+            "megabytes_per_second": round(self.bytes / 1e6 / max(seconds, 1e-6), 1),
+        }
