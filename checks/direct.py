@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,36 +105,28 @@ class DirectSource:
                 stderr=restore_err,
                 env=target.child_env(),
             )
-            assert pg_dump.stdout and pg_restore.stdin
+            assert pg_dump.stdout
 
-            def release(_sha256: str) -> None:
+            def check(_sha256: str) -> None:
                 code = pg_dump.wait()
                 if code != 0:
                     raise errors.DumpFailed(
                         f"pg_dump failed with exit code {code}: {_tail(errlog)}"
                     )
-                with contextlib.suppress(BrokenPipeError):
-                    pg_restore.stdin.close()  # type: ignore[union-attr]
 
-            try:
-                written = stream.tee(
-                    pg_dump.stdout, dest, pg_restore.stdin, release=release, progress=progress
-                )
-            except stream.SinkStopped:
+            def abort() -> None:
                 pg_dump.kill()
                 pg_dump.wait()
-                raise restore.stopped("pg_restore", pg_restore.wait(), log) from None
-            except errors.DumpFailed:
-                pg_restore.kill()
-                pg_restore.wait()
-                pg_dump.kill()
-                pg_dump.wait()
-                raise
-            code = pg_restore.wait()
-        if code != 0:
-            # Not proven whole: pg_restore also fails on an archive that ends early.
-            dest.unlink(missing_ok=True)
-            raise restore.stopped("pg_restore", code, log)
+
+            written = stream.into(
+                pg_dump.stdout,
+                dest,
+                pg_restore,
+                check=check,
+                abort=abort,
+                failed=lambda code: restore.stopped("pg_restore", code, log),
+                progress=progress,
+            )
         errlog.unlink()
         if log.stat().st_size == 0:
             log.unlink()

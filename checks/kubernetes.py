@@ -10,7 +10,6 @@ the pod before psql may read it.
 from __future__ import annotations
 
 import base64
-import contextlib
 import re
 import subprocess
 import threading
@@ -220,31 +219,17 @@ class KubernetesSource:
             pg_restore = self._start_restore(STREAM_RESTORE_SCRIPT, target, errlog)
             assert pg_restore.stdin
             pod_dump = self._start_dump(stream.PG_DUMP_FLAGS)
-
-            def release(sha256: str) -> None:
-                pod_dump.finish(sha256)
-                with contextlib.suppress(BrokenPipeError):
-                    pg_restore.stdin.close()  # type: ignore[union-attr]
-
-            try:
-                written = stream.tee(
-                    pod_dump.stdout, dest, pg_restore.stdin, release=release, progress=progress
-                )
-            except stream.SinkStopped:
-                pod_dump.abort()
-                raise _restore_failed(pg_restore.wait(), log) from None
-            except errors.DumpFailed:
-                # Killing kubectl ends the pod's stdin: pg_restore fails on the cut archive,
-                # and the caller drops what it had restored.
-                pg_restore.kill()
-                pg_restore.wait()
-                pod_dump.abort()
-                raise
-            code = pg_restore.wait()
-        if code != 0:
-            dest.unlink(missing_ok=True)  # not proven whole: pg_restore fails on a cut archive
-            raise _restore_failed(code, log)
-        return written
+            # Killing kubectl ends the pod's stdin: pg_restore fails on the cut archive, and
+            # the caller drops what it had restored.
+            return stream.into(
+                pod_dump.stdout,
+                dest,
+                pg_restore,
+                check=pod_dump.finish,
+                abort=pod_dump.abort,
+                failed=lambda code: _restore_failed(code, log),
+                progress=progress,
+            )
 
     def close(self) -> None:
         if self._forward:

@@ -9,13 +9,15 @@ SHA-256 is of exactly the bytes the target's pg_restore read.
 
 pg_restore fails on an archive that ends early (a data block it needs is missing). Whatever
 else proves the stream whole (pg_dump's exit status, an in-pod checksum) runs before the sink is
-closed, and the caller removes the file unless the restore succeeds.
+closed, and the file is removed unless the restore succeeds too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +32,7 @@ from checks.progress import Progress
 PG_DUMP_FLAGS = ["-Fc", "-Z0", "-x"]
 # As the seed's -c -C --if-exists -O -x, at restore time; -e: stop at the first error.
 PG_RESTORE_FLAGS = ["-C", "-c", "--if-exists", "-O", "-x", "--exit-on-error"]
+RESTORER_WAIT_S = 120  # for a restore to fail on a cut archive before it is killed
 FORMAT = "pg_dump custom archive, uncompressed (-Fc -Z0)"
 _MAGIC = b"PGDMP"
 
@@ -71,8 +74,8 @@ def tee(
 
     When the stream ends, `release(its sha256)` runs: it checks whatever else proves the dump
     and only then closes the sink, so the restore may finish. The file is then synced and
-    renamed from its '.partial' name. Raises DumpFailed (the sink still open: the caller must
-    kill its reader) or SinkStopped.
+    renamed from its '.partial' name. Raises DumpFailed (the sink still open: see `into`) or
+    SinkStopped.
     """
     partial = dest.with_name(dest.name + ".partial")
     try:
@@ -107,3 +110,53 @@ def tee(
         raise
     partial.rename(dest)
     return Archive(dest, size, digest.hexdigest())
+
+
+def into(
+    dump_out: BinaryIO,
+    dest: Path,
+    restorer: subprocess.Popen[bytes],
+    *,
+    check: Callable[[str], None],
+    abort: Callable[[], object],
+    failed: Callable[[int], errors.RestoreFailed],
+    progress: Progress | None = None,
+) -> Archive:
+    """Tee a running dump into a running restore (its stdin a pipe); the archive once both
+    succeed.
+
+    `check(sha256)` proves the dump's side whole once its output ends (pg_dump's exit status, an
+    in-pod checksum) and `abort()` stops it; `failed(exit code)` is the restore's error.
+    """
+    assert restorer.stdin
+    sink = restorer.stdin
+
+    def release(sha256: str) -> None:
+        check(sha256)
+        with contextlib.suppress(BrokenPipeError):
+            sink.close()
+
+    try:
+        archive = tee(dump_out, dest, sink, release=release, progress=progress)
+    except SinkStopped:
+        abort()
+        raise failed(restorer.wait()) from None
+    except errors.DumpFailed:
+        # The archive is self-delimiting: at the end of its input pg_restore fails on the cut
+        # archive rather than finishing it. It is waited for, not killed, because a kubectl exec
+        # returns only when the pod's pg_restore has ended: after that nothing more can be
+        # created on the target, and the caller's cleanup sees all there is.
+        abort()
+        with contextlib.suppress(BrokenPipeError):
+            sink.close()
+        try:
+            restorer.wait(timeout=RESTORER_WAIT_S)
+        except subprocess.TimeoutExpired:
+            restorer.kill()
+            restorer.wait()
+        raise
+    code = restorer.wait()
+    if code != 0:
+        dest.unlink(missing_ok=True)  # not proven whole: pg_restore fails on a cut archive
+        raise failed(code)
+    return archive
