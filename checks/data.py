@@ -10,6 +10,7 @@ import psycopg
 from psycopg import sql
 
 from checks import textformat
+from checks.progress import Progress
 
 _TABLES = """
 SELECT n.nspname, c.relname, c.relkind::text
@@ -87,15 +88,26 @@ def table_data(conn: psycopg.Connection, schema: str, name: str, kind: str) -> T
 
 
 def all_table_data(
-    conn: psycopg.Connection, progress: Callable[[str], None] | None = None
+    conn: psycopg.Connection, progress: Progress | None = None
 ) -> dict[tuple[str, str], TableData]:
+    """Every table's count and digest; `progress` advances by each table's size on disk."""
     textformat.apply(conn, local=False)  # the connection is ours alone: no need to restore
+    listed = [(s, n, k, _size(conn, s, n)) for s, n, k in tables(conn)]
+    if progress:
+        progress.bytes_expected = sum(size for *_, size in listed) or None
     found = {}
-    for schema, name, kind in tables(conn):
-        if progress:
-            progress(f"{schema}.{name}")
+    for schema, name, kind, size in listed:
         found[(schema, name)] = table_data(conn, schema, name, kind)
+        if progress:
+            progress.advance(size)
     return found
+
+
+def _size(conn: psycopg.Connection, schema: str, name: str) -> int:
+    row = conn.execute(
+        "SELECT pg_table_size(%s::regclass)", (sql.Identifier(schema, name).as_string(conn),)
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def sequences(conn: psycopg.Connection) -> dict[str, tuple[int, bool]]:
@@ -123,22 +135,24 @@ class Snapshot:
     large_objects: dict[int, str]
 
 
-def snapshot(conn: psycopg.Connection) -> Snapshot:
-    tabs = all_table_data(conn)
+def snapshot(conn: psycopg.Connection, progress: Progress | None = None) -> Snapshot:
+    tabs = all_table_data(conn, progress)
     return Snapshot(tabs, sequences(conn), large_objects(conn))
 
 
 def snapshot_both(
-    source: Callable[[], psycopg.Connection], target: Callable[[], psycopg.Connection]
+    source: Callable[[], psycopg.Connection],
+    target: Callable[[], psycopg.Connection],
+    emit: Callable[[str], None] | None = None,
 ) -> tuple[Snapshot, Snapshot]:
     """Both sides at once, each on its own server: verification takes the longer, not the sum."""
 
-    def run(connect: Callable[[], psycopg.Connection]) -> Snapshot:
+    def run(connect: Callable[[], psycopg.Connection], side: str) -> Snapshot:
         with connect() as conn:
-            return snapshot(conn)
+            return snapshot(conn, Progress(f"verify {side}", emit) if emit else None)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        src, dst = pool.submit(run, source), pool.submit(run, target)
+        src, dst = pool.submit(run, source, "source"), pool.submit(run, target, "target")
         return src.result(), dst.result()
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
 from pathlib import Path
 from typing import BinaryIO
 
 from checks import dumpfile, errors, private
 from checks.progress import Progress
+from checks.syncing import syncing
 
 # The seed's flags: --if-exists -c (drop before create), -C (create and connect), -x (no
 # grants), -O (no ownership): a managed admin role is not a superuser.
@@ -40,7 +40,7 @@ def write_dump(stream: BinaryIO, dest: Path, progress: Progress | None = None) -
     size = sql_size = 0
     deflater = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     try:
-        with out:
+        with out, syncing(out):
             while chunk := stream.read(dumpfile.CHUNK):
                 sql_hash.update(chunk)
                 edges.feed(chunk)
@@ -55,8 +55,6 @@ def write_dump(stream: BinaryIO, dest: Path, progress: Progress | None = None) -
             file_hash.update(packed)
             size += len(packed)
             out.write(packed)
-            out.flush()
-            os.fsync(out.fileno())
         restricted = dumpfile.check_script_edges(edges.head, edges.tail)
     except BaseException:
         partial.unlink(missing_ok=True)

@@ -65,11 +65,25 @@ fi
 gunzip -c "$dir/dump.sql.gz" | """
     + _PSQL
 )
-# --method stream: the archive itself follows, straight into pg_restore (`read` takes no more of
-# stdin than its line, so pg_restore gets the rest).
-STREAM_RESTORE_SCRIPT = _LOGIN + f'pg_restore {" ".join(stream.PG_RESTORE_FLAGS)} -d "$1"\n'
+# --method stream: $2 is the database. pg_dump's archive goes straight into pg_restore in the
+# pod, and through tee once out to this host on stdout (fd 3, the artifact) and to sha256sum
+# through a fifo: the bytes cross kubectl once, not out and back in. Statuses and the hash go to
+# stderr, marked, with pg_restore's own messages; pg_restore's stdout too, to keep fd 1 clean.
+STREAM_SCRIPT = (
+    _LOGIN
+    + f"""set +e  # every status is reported, not just the first failure
+mkfifo "$dir/hash"
+sha256sum < "$dir/hash" | sed 's/^/sbm-sha256:/' >&2 &
+{{ {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$2"
+    echo "sbm-pg-dump-exit:$?" >&2; }} | tee /dev/fd/3 "$dir/hash" |
+  {{ pg_restore {" ".join(stream.PG_RESTORE_FLAGS)} -d "$1" >&2
+    echo "sbm-pg-restore-exit:$?" >&2; }}; }} 3>&1
+wait
+"""
+)
 
 _EXIT = re.compile(rb"^sbm-pg-dump-exit:(\d+)$", re.MULTILINE)
+_RESTORE_EXIT = re.compile(rb"^sbm-pg-restore-exit:(\d+)$", re.MULTILINE)
 _SHA = re.compile(rb"^sbm-sha256:([0-9a-f]{64})", re.MULTILINE)
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\S+)")
 
@@ -160,9 +174,10 @@ class KubernetesSource:
         return written
 
     def _start_restore(
-        self, script: str, target: Endpoint, errlog: BinaryIO
+        self, script: str, target: Endpoint, errlog: BinaryIO | int, *args: str
     ) -> subprocess.Popen[bytes]:
-        """psql in the pod, logged in: the password and CA bundle already sent on its stdin."""
+        """A restore script in the pod, logged in: the password and CA bundle already sent on
+        its stdin. Its stdout is a pipe when `errlog` is (the stream's artifact comes out)."""
         if target.password is None:
             raise errors.UsageError(
                 "in Kubernetes mode the restore runs in the pod: give the target password with "
@@ -174,10 +189,11 @@ class KubernetesSource:
         if "sslrootcert" in target.params:
             ca = base64.b64encode(Path(target.params["sslrootcert"]).read_bytes())
         conninfo = Endpoint("target", {**params, "dbname": MAINTENANCE_DB}).conninfo()
-        argv = kube.exec_argv(self.kube, self.pod, ["sh", "-c", script, "sh", conninfo], stdin=True)
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errlog
+        argv = kube.exec_argv(
+            self.kube, self.pod, ["sh", "-c", script, "sh", conninfo, *args], stdin=True
         )
+        out = subprocess.PIPE if errlog == subprocess.PIPE else subprocess.DEVNULL
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=errlog)
         assert proc.stdin
         proc.stdin.write(target.password.encode() + b"\n" + ca + b"\n")
         return proc
@@ -213,23 +229,33 @@ class KubernetesSource:
         log: Path,
         progress: Progress | None = None,
     ) -> stream.Archive:
-        """The pod's pg_dump through this host (which keeps the artifact) into the pod's
-        pg_restore: the same programs, and the same network path to the target, as the seed."""
-        with private.open_private(log) as errlog:
-            pg_restore = self._start_restore(STREAM_RESTORE_SCRIPT, target, errlog)
-            assert pg_restore.stdin
-            pod_dump = self._start_dump(stream.PG_DUMP_FLAGS)
-            # Killing kubectl ends the pod's stdin: pg_restore fails on the cut archive, and
-            # the caller drops what it had restored.
-            return stream.into(
-                pod_dump.stdout,
-                dest,
-                pg_restore,
-                check=pod_dump.finish,
-                abort=pod_dump.abort,
-                failed=lambda code: _restore_failed(code, log),
-                progress=progress,
-            )
+        """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
+        the target), the archive coming out to this host as it goes."""
+        proc = self._start_restore(STREAM_SCRIPT, target, subprocess.PIPE, self.database)
+        assert proc.stdin
+        proc.stdin.close()  # the script has read its two lines; nothing else reads stdin
+        pod = _PodDump(proc)
+
+        def check(sha256: str) -> None:
+            # The restore's own error first: a pg_dump cut off by it failing says nothing new.
+            code = proc.wait()
+            pod.join()
+            with private.open_private(log) as out:
+                out.write(pod.stderr())
+            restored = _RESTORE_EXIT.search(pod.stderr())
+            if restored and restored[1] != b"0":
+                raise _restore_failed(int(restored[1]), log)
+            pod.finish(sha256)
+            if not restored:
+                raise _restore_failed(code, log)
+
+        try:
+            archive = stream.tee(pod.stdout, dest, None, release=check, progress=progress)
+        except BaseException:
+            pod.abort()
+            raise
+        log.unlink()
+        return archive
 
     def close(self) -> None:
         if self._forward:
@@ -244,7 +270,8 @@ def _restore_failed(code: int, log: Path) -> errors.RestoreFailed:
 
 
 class _PodDump:
-    """`kubectl exec` of a dump_script: the dump on stdout, pg_dump's status and hash on stderr."""
+    """`kubectl exec` of a script that dumps: the dump on stdout; pg_dump's status and the hash,
+    marked, on stderr."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout and proc.stderr
@@ -257,7 +284,10 @@ class _PodDump:
         )
         self._reader.start()
 
-    def _err(self) -> bytes:
+    def join(self) -> None:
+        self._reader.join(30)
+
+    def stderr(self) -> bytes:
         return b"".join(self._stderr)
 
     def abort(self) -> str:
@@ -265,13 +295,13 @@ class _PodDump:
         self.proc.kill()
         self.proc.wait()
         self._reader.join(5)
-        return self._err().decode(errors="replace").strip()[-300:]
+        return self.stderr().decode(errors="replace").strip()[-300:]
 
     def finish(self, sql_sha256: str) -> None:
         """Raise DumpFailed unless pg_dump succeeded in the pod and sent what arrived here."""
         code = self.proc.wait()
         self._reader.join(30)
-        err = self._err()
+        err = self.stderr()
         exit_match, sha_match = _EXIT.search(err), _SHA.search(err)
         problem = None
         if code != 0:

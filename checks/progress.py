@@ -41,6 +41,14 @@ class Progress:
         self.bytes += len(chunk)
         if count_rows:
             self.rows += chunk.count(b"\n")
+        self._tick()
+
+    def advance(self, nbytes: int) -> None:
+        """Count bytes done without the bytes themselves (a table scanned, say)."""
+        self.bytes += nbytes
+        self._tick()
+
+    def _tick(self) -> None:
         if self.emit is not None:
             now = time.monotonic()
             if now >= self._next:

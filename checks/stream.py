@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import BinaryIO
 from checks import errors, private
 from checks.dumpfile import CHUNK
 from checks.progress import Progress
+from checks.syncing import syncing
 
 # Dump with -x (no grants: pg_dump leaves them out of any format); the archive still holds
 # owners, and pg_restore's -O drops them as the seed's pg_dump -O does.
@@ -65,12 +65,12 @@ def artifact_path(workdir: Path, database: str, stamp: str) -> Path:
 def tee(
     stream: BinaryIO,
     dest: Path,
-    sink: BinaryIO,
+    sink: BinaryIO | None,
     *,
     release: Callable[[str], None],
     progress: Progress | None = None,
 ) -> Archive:
-    """Copy `stream` to `sink` and to `dest` (mode 0600: it holds every user's data).
+    """Copy `stream` to `dest` (mode 0600: it holds every user's data) and to `sink`, if any.
 
     When the stream ends, `release(its sha256)` runs: it checks whatever else proves the dump
     and only then closes the sink, so the restore may finish. The file is then synced and
@@ -85,7 +85,7 @@ def tee(
     digest = hashlib.sha256()
     size = 0
     try:
-        with out:
+        with out, syncing(out):
             while chunk := stream.read(CHUNK):
                 if size == 0 and not chunk.startswith(_MAGIC):
                     raise errors.DumpFailed(
@@ -95,7 +95,8 @@ def tee(
                 size += len(chunk)
                 out.write(chunk)
                 try:
-                    sink.write(chunk)
+                    if sink:
+                        sink.write(chunk)
                 except BrokenPipeError:
                     raise SinkStopped() from None
                 if progress:
@@ -103,8 +104,6 @@ def tee(
             if size == 0:
                 raise errors.DumpFailed("pg_dump wrote nothing: check its log")
             release(digest.hexdigest())
-            out.flush()
-            os.fsync(out.fileno())
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -6,6 +6,8 @@ every large object, and the schema; ownership and grants are left out, as `-O -x
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from checks import data, errors, schema
@@ -18,8 +20,16 @@ SHOWN = 20  # differences named in the one-line failure; evidence.json has them 
 pytestmark = [pytest.mark.stage("verify"), pytest.mark.modes("migrate", "verify-only")]
 
 
-def test_data_matches(source: Source, target: Endpoint, settings: Settings, run: Run) -> None:
-    src, dst = data.snapshot_both(source.connect, lambda: target.connect(dbname=settings.database))
+def test_data_matches(
+    source: Source,
+    target: Endpoint,
+    settings: Settings,
+    run: Run,
+    say: Callable[[str], None],
+) -> None:
+    src, dst = data.snapshot_both(
+        source.connect, lambda: target.connect(dbname=settings.database), say
+    )
     run.comparison = data.compare(src, dst)
     if not run.comparison.equal:
         raise errors.VerificationFailed(_listing("data", run.comparison.differences))

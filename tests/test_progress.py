@@ -36,3 +36,14 @@ def test_without_an_estimate_no_time_left_is_claimed() -> None:
     assert progress.fraction() is None
     line = progress.line()
     assert "left" not in line and "%" not in line and line.startswith("dump: 0 MB, ")
+
+
+def test_advance_counts_work_by_size_and_says_how_far() -> None:
+    """Verification advances by each table's size on disk as it finishes it."""
+    lines: list[str] = []
+    progress = Progress("verify source", lines.append, bytes_expected=3_000_000, every=0)
+    progress.advance(1_000_000)
+    progress.advance(2_000_000)
+    assert progress.fraction() == 1.0 and progress.rows == 0
+    assert lines[0].startswith("verify source: 1 MB, ") and "33%, about" in lines[0]
+    assert "100%, about 0 s left" in lines[1]
