@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, pgtools, private, restore, stream
+from checks import errors, parts, pgtools, private, restore, stream
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
@@ -83,23 +85,61 @@ class DirectSource:
 
     def stream(
         self,
-        dest: Path,
+        directory: Path,
         target: Endpoint,
         *,
         target_major: int,
         log: Path,
         progress: Progress | None = None,
-    ) -> stream.Archive:
-        argv = self._pg_dump(target_major, stream.PG_DUMP_FLAGS)
+    ) -> list[stream.Part]:
+        """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot."""
+        self._pg_dump(target_major, [])  # chooses the tools
         assert self._tools
-        errlog = dest.with_name(dest.name + ".pg_dump.log")
-        maintenance = target.with_dbname(restore.MAINTENANCE_DB)
-        with private.open_private(errlog) as dump_err, private.open_private(log) as restore_err:
+        done: list[stream.Part] = []
+        with self.endpoint.connect(autocommit=False) as held:
+            # Held open until the last pg_dump has started: they all read this snapshot.
+            held.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            held.read_only = True
+            snapshot = str(held.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+            steps = parts.plan(held)
+            for step in steps:
+                with ThreadPoolExecutor(max_workers=len(step)) as pool:
+                    runs = [
+                        pool.submit(
+                            self._stream_part, part, snapshot, directory, target, log, progress
+                        )
+                        for part in step
+                    ]
+                    done += [run.result() for run in runs]
+        return done
+
+    def _stream_part(
+        self,
+        part: parts.Part,
+        snapshot: str,
+        directory: Path,
+        target: Endpoint,
+        log: Path,
+        progress: Progress | None,
+    ) -> stream.Part:
+        assert self._tools
+        flags = [*stream.PG_DUMP_FLAGS, f"--snapshot={snapshot}", *part.dump_flags]
+        argv = [self._tools.path("pg_dump"), *flags, "-d", self.endpoint.conninfo()]
+        into = target.with_dbname(
+            restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
+        )
+        restore_argv = restore.pg_restore_argv(self._tools, into.conninfo(), creates=part.creates)
+        dump_log = log.with_name(f"{log.name}.{part.name}.pg_dump.log")
+        restore_log = log.with_name(f"{log.name}.{part.name}.log")
+        with (
+            private.open_private(dump_log) as dump_err,
+            private.open_private(restore_log) as restore_err,
+        ):
             pg_dump = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=dump_err, env=self.endpoint.child_env()
             )
             pg_restore = subprocess.Popen(
-                restore.pg_restore_argv(self._tools, maintenance.conninfo()),
+                restore_argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=restore_err,
@@ -111,26 +151,27 @@ class DirectSource:
                 code = pg_dump.wait()
                 if code != 0:
                     raise errors.DumpFailed(
-                        f"pg_dump failed with exit code {code}: {_tail(errlog)}"
+                        f"pg_dump ({part.name}) failed with exit code {code}: {_tail(dump_log)}"
                     )
 
             def abort() -> None:
                 pg_dump.kill()
                 pg_dump.wait()
 
-            written = stream.into(
+            size, sha = stream.into(
                 pg_dump.stdout,
-                dest,
+                directory / part.name,
                 pg_restore,
                 check=check,
                 abort=abort,
-                failed=lambda code: restore.stopped("pg_restore", code, log),
+                failed=lambda code: restore.stopped("pg_restore", code, restore_log),
                 progress=progress,
             )
-        errlog.unlink()
-        if log.stat().st_size == 0:
-            log.unlink()
-        return written
+        for path in (dump_log, restore_log):
+            if path.stat().st_size == 0:
+                path.unlink()
+        by_hand = shlex.join(["pg_restore", *restore_argv[1:-2], "-d", into.dbname or ""])
+        return stream.Part(part.name, size, sha, by_hand)
 
     def restore(
         self, dump: DumpFile, target: Endpoint, *, log: Path, progress: Progress | None = None

@@ -1,10 +1,13 @@
 """The Kubernetes source: StackBlitz's embedded PostgreSQL pod, dumped and restored in-cluster.
 
-The dump runs the pod's own pg_dump through `kubectl exec -i` (never a TTY) and hashes the SQL
-inside the pod as it streams out; the local copy must hash the same, because a broken exec
-stream can end early with exit code 0. The restore runs the pod's own psql, where the managed
-server is reachable: the password travels on stdin, never in an argv, and the dump is hashed in
-the pod before psql may read it.
+Everything runs the pod's own programs through `kubectl exec -i` (never a TTY), and the restore
+runs where the managed server is reachable, as the seed's does; the password travels on stdin,
+never in an argv. Whatever comes out of the pod is hashed inside it as well, and the local copy
+must hash the same, because a broken exec stream can end early with exit code 0.
+- --method stream: pg_dump into pg_restore inside the pod, the archive teed out to this host
+  (the data crosses kubectl once, which is what it costs).
+- --method seed: the plain dump streams out, and back in as the gzip file, hashed in the pod
+  before psql may read it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ fi
 gunzip -c "$dir/dump.sql.gz" | """
     + _PSQL
 )
+_RESTORE = [*stream.CREATE_FLAGS, *stream.PG_RESTORE_FLAGS]
 # --method stream: $2 is the database. pg_dump's archive goes straight into pg_restore in the
 # pod, and through tee once out to this host on stdout (fd 3, the artifact) and to sha256sum
 # through a fifo: the bytes cross kubectl once, not out and back in. Statuses and the hash go to
@@ -76,7 +80,7 @@ mkfifo "$dir/hash"
 sha256sum < "$dir/hash" | sed 's/^/sbm-sha256:/' >&2 &
 {{ {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$2"
     echo "sbm-pg-dump-exit:$?" >&2; }} | tee /dev/fd/3 "$dir/hash" |
-  {{ pg_restore {" ".join(stream.PG_RESTORE_FLAGS)} -d "$1" >&2
+  {{ pg_restore {" ".join(_RESTORE)} -d "$1" >&2
     echo "sbm-pg-restore-exit:$?" >&2; }}; }} 3>&1
 wait
 """
@@ -222,13 +226,13 @@ class KubernetesSource:
 
     def stream(
         self,
-        dest: Path,
+        directory: Path,
         target: Endpoint,
         *,
         target_major: int,
         log: Path,
         progress: Progress | None = None,
-    ) -> stream.Archive:
+    ) -> list[stream.Part]:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
         the target), the archive coming out to this host as it goes."""
         proc = self._start_restore(STREAM_SCRIPT, target, subprocess.PIPE, self.database)
@@ -249,13 +253,17 @@ class KubernetesSource:
             if not restored:
                 raise _restore_failed(code, log)
 
+        name = f"{self.database}.dump"
         try:
-            archive = stream.tee(pod.stdout, dest, None, release=check, progress=progress)
+            size, sha = stream.tee(
+                pod.stdout, directory / name, None, release=check, progress=progress
+            )
         except BaseException:
             pod.abort()
             raise
         log.unlink()
-        return archive
+        by_hand = " ".join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
+        return [stream.Part(name, size, sha, by_hand)]
 
     def close(self) -> None:
         if self._forward:

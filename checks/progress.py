@@ -7,6 +7,7 @@ The total is the source's own estimate (pg_class.reltuples), so "time left" is a
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -36,24 +37,31 @@ class Progress:
         self.rows = 0
         self.started = time.monotonic()
         self._next = self.started + every
+        self._lock = threading.Lock()  # a stream may come in parts, at once
 
     def add(self, chunk: bytes, *, count_rows: bool = True) -> None:
-        self.bytes += len(chunk)
-        if count_rows:
-            self.rows += chunk.count(b"\n")
+        rows = chunk.count(b"\n") if count_rows else 0
+        with self._lock:
+            self.bytes += len(chunk)
+            self.rows += rows
         self._tick()
 
     def advance(self, nbytes: int) -> None:
         """Count bytes done without the bytes themselves (a table scanned, say)."""
-        self.bytes += nbytes
+        with self._lock:
+            self.bytes += nbytes
         self._tick()
 
     def _tick(self) -> None:
-        if self.emit is not None:
-            now = time.monotonic()
-            if now >= self._next:
+        if self.emit is None:
+            return
+        now = time.monotonic()
+        with self._lock:  # one line per period, however many streams report
+            due = now >= self._next
+            if due:
                 self._next = now + self.every
-                self.emit(self.line(now))
+        if due:
+            self.emit(self.line(now))
 
     def fraction(self) -> float | None:
         if self.bytes_expected:

@@ -17,7 +17,7 @@ import psycopg
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
-from checks.stream import Archive
+from checks.stream import Part
 
 
 class Source(Protocol):
@@ -44,16 +44,15 @@ class Source(Protocol):
 
     def stream(
         self,
-        dest: Path,
+        directory: Path,
         target: Endpoint,
         *,
         target_major: int,
         log: Path,
         progress: Progress | None = None,
-    ) -> Archive:
-        """--method stream: pg_dump's archive restored by pg_restore as it is written to `dest`;
-        the file is kept only if dump and restore succeed; the restore stops at its first
-        error."""
+    ) -> list[Part]:
+        """--method stream: pg_dump's archive(s) restored by pg_restore as they are written
+        into `directory`, each restore stopping at its first error; `log` names the logs."""
         ...
 
     def tool_versions(self) -> dict[str, str]:

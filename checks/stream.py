@@ -4,8 +4,10 @@ The outage lasts from the dump's start to the end of verification. Dumping to a 
 restoring from it costs the sum of the two; a stream costs the longer of them. The stream is
 pg_dump's custom format, uncompressed (-Fc -Z0): pg_restore loads it faster than psql loads a
 plain script, and compressing on the critical path would cost more CPU than the two servers'
-copy (see the benchmark). The artifact restores with `pg_restore -C -d postgres FILE`, and its
-SHA-256 is of exactly the bytes the target's pg_restore read.
+copy (see the benchmark). A migration may stream in parts (checks.direct: the schema, the
+data in two streams at once, then indexes and constraints); the artifact is a directory of
+the parts, each restorable with pg_restore, and a SHA256SUMS file (`sha256sum -c`) of exactly
+the bytes the target's pg_restore read.
 
 pg_restore fails on an archive that ends early (a data block it needs is missing). Whatever
 else proves the stream whole (pg_dump's exit status, an in-pod checksum) runs before the sink is
@@ -16,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,8 +33,10 @@ from checks.syncing import syncing
 # Dump with -x (no grants: pg_dump leaves them out of any format); the archive still holds
 # owners, and pg_restore's -O drops them as the seed's pg_dump -O does.
 PG_DUMP_FLAGS = ["-Fc", "-Z0", "-x"]
-# As the seed's -c -C --if-exists -O -x, at restore time; -e: stop at the first error.
-PG_RESTORE_FLAGS = ["-C", "-c", "--if-exists", "-O", "-x", "--exit-on-error"]
+# As the seed's -O -x, at restore time; -e: stop at the first error.
+PG_RESTORE_FLAGS = ["-O", "-x", "--exit-on-error"]
+# For the part that creates the database, as the seed's -c -C --if-exists.
+CREATE_FLAGS = ["-C", "-c", "--if-exists"]
 RESTORER_WAIT_S = 120  # for a restore to fail on a cut archive before it is killed
 FORMAT = "pg_dump custom archive, uncompressed (-Fc -Z0)"
 _MAGIC = b"PGDMP"
@@ -42,24 +47,54 @@ class SinkStopped(Exception):
 
 
 @dataclass(frozen=True)
-class Archive:
-    path: Path
+class Part:
+    name: str  # its file in the artifact directory
     bytes: int
     sha256: str
+    restore: str  # the pg_restore command that restores it by hand, without the file
+
+
+@dataclass(frozen=True)
+class Archive:
+    path: Path  # the directory
+    parts: tuple[Part, ...]
 
     def evidence(self) -> dict[str, object]:
         return {
             "path": str(self.path),
             "format": FORMAT,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "restore_with": f"pg_restore {' '.join(PG_RESTORE_FLAGS)} -d postgres {self.path}",
+            "bytes": sum(p.bytes for p in self.parts),
+            "sha256": {p.name: p.sha256 for p in self.parts},
+            "restore_with": [f"{p.restore} {self.path / p.name}" for p in self.parts],
         }
 
 
 def artifact_path(workdir: Path, database: str, stamp: str) -> Path:
-    """A new file name per run, so that no earlier dump is ever overwritten."""
+    """A new directory name per run, so that no earlier dump is ever overwritten."""
     return workdir / f"{database}-{stamp}.dump"
+
+
+@contextlib.contextmanager
+def artifact(final: Path) -> Iterator[Path]:
+    """A private '.partial' directory for the parts, removed if the block fails."""
+    partial = final.with_name(final.name + ".partial")
+    try:
+        partial.mkdir(mode=0o700)
+    except FileExistsError as e:
+        raise errors.DumpFailed(f"{partial} exists from another run: remove it first") from e
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def seal(partial: Path, final: Path, parts: list[Part]) -> Archive:
+    """Write SHA256SUMS beside the parts and give the directory its final name."""
+    with private.open_private(partial / "SHA256SUMS", exclusive=True) as sums:
+        sums.write("".join(f"{p.sha256}  {p.name}\n" for p in parts).encode())
+    partial.rename(final)
+    return Archive(final, tuple(parts))
 
 
 def tee(
@@ -69,19 +104,17 @@ def tee(
     *,
     release: Callable[[str], None],
     progress: Progress | None = None,
-) -> Archive:
+) -> tuple[int, str]:
     """Copy `stream` to `dest` (mode 0600: it holds every user's data) and to `sink`, if any.
 
     When the stream ends, `release(its sha256)` runs: it checks whatever else proves the dump
-    and only then closes the sink, so the restore may finish. The file is then synced and
-    renamed from its '.partial' name. Raises DumpFailed (the sink still open: see `into`) or
-    SinkStopped.
+    and only then closes the sink, so the restore may finish; then the file is synced. Returns
+    its size and SHA-256. Raises DumpFailed (the sink still open: see `into`) or SinkStopped.
     """
-    partial = dest.with_name(dest.name + ".partial")
     try:
-        out = private.open_private(partial, exclusive=True)
+        out = private.open_private(dest, exclusive=True)
     except FileExistsError as e:
-        raise errors.DumpFailed(f"{partial} exists from another run: remove it first") from e
+        raise errors.DumpFailed(f"{dest} exists from another run: remove it first") from e
     digest = hashlib.sha256()
     size = 0
     try:
@@ -105,10 +138,9 @@ def tee(
                 raise errors.DumpFailed("pg_dump wrote nothing: check its log")
             release(digest.hexdigest())
     except BaseException:
-        partial.unlink(missing_ok=True)
+        dest.unlink(missing_ok=True)
         raise
-    partial.rename(dest)
-    return Archive(dest, size, digest.hexdigest())
+    return size, digest.hexdigest()
 
 
 def into(
@@ -120,9 +152,9 @@ def into(
     abort: Callable[[], object],
     failed: Callable[[int], errors.RestoreFailed],
     progress: Progress | None = None,
-) -> Archive:
-    """Tee a running dump into a running restore (its stdin a pipe); the archive once both
-    succeed.
+) -> tuple[int, str]:
+    """Tee a running dump into a running restore (its stdin a pipe); the file's size and
+    SHA-256 once both succeed.
 
     `check(sha256)` proves the dump's side whole once its output ends (pg_dump's exit status, an
     in-pod checksum) and `abort()` stops it; `failed(exit code)` is the restore's error.
@@ -136,7 +168,7 @@ def into(
             sink.close()
 
     try:
-        archive = tee(dump_out, dest, sink, release=release, progress=progress)
+        written = tee(dump_out, dest, sink, release=release, progress=progress)
     except SinkStopped:
         abort()
         raise failed(restorer.wait()) from None
@@ -158,4 +190,4 @@ def into(
     if code != 0:
         dest.unlink(missing_ok=True)  # not proven whole: pg_restore fails on a cut archive
         raise failed(code)
-    return archive
+    return written

@@ -82,8 +82,8 @@ def test_dump_is_streamed_into_target(
     file."""
     if settings.method != "stream":
         pytest.skip("--method seed: the dump file is restored in the restore stage")
-    dest = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
-    log = dest.with_name(dest.name + ".restore.log")
+    final = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
+    log = final.with_name(final.name + ".restore")
     progress = Progress("dump → target", say, rows_expected=_rows(source))
     before = restore.database_oid(target, settings.database)
     # The restore's sessions carry this name: the target's DBA can see them, and a failure
@@ -91,9 +91,11 @@ def test_dump_is_streamed_into_target(
     restorer = f"stackblitz-migrate-{settings.stamp}"
     restoring = replace(target, params={**target.params, "application_name": restorer})
     try:
-        archive = source.stream(
-            dest, restoring, target_major=target_info.major, log=log, progress=progress
-        )
+        with stream.artifact(final) as directory:
+            written = source.stream(
+                directory, restoring, target_major=target_info.major, log=log, progress=progress
+            )
+        archive = stream.seal(directory, final, written)
     except errors.MigrationError as e:
         # What a failed stream left on the target is part of a database: a second attempt
         # would find it and refuse, and StackBlitz must never be pointed at it.

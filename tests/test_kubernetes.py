@@ -283,7 +283,8 @@ def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
         ), failed
     stages = {s["name"]: s for s in outcome.evidence["stages"]}
     assert stages["restore"]["detail"] == "stage 'dump' failed"
-    assert not [p for p in outcome.workdir.glob("*.sql*") if not p.name.endswith(".log")]
+    kept = [*outcome.workdir.glob("*.sql*"), *outcome.workdir.glob("*.dump*")]
+    assert not [p for p in kept if not p.name.endswith(".log")]
     with _connect_target(host_target) as conn:
         assert conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)

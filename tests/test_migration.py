@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,25 +99,64 @@ def test_migration_is_verified(migrated: Outcome) -> None:
     assert migrated.code == 0, migrated.output[-3000:]
     doc = migrated.evidence
     assert doc["verified"] is True
-    assert doc["dump"]["bytes"] > 0 and len(doc["dump"]["sha256"]) == 64
     assert doc["tools"]["pg_dump"].startswith("18.")
-    # --method stream: the artifact is pg_dump's custom archive, hashed as pg_restore read it
+    # --method stream: a directory of pg_dump custom archives, hashed as pg_restore read them
     assert doc["dump"]["method"] == "stream" and doc["dump"]["seconds"] > 0
     artifact = Path(doc["dump"]["path"])
-    assert artifact.name.endswith(".dump") and artifact.stat().st_mode & 0o777 == 0o600
-    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == doc["dump"]["sha256"]
-    assert doc["dump"]["bytes"] == artifact.stat().st_size
-    listing = subprocess.run(
-        [pgtools.for_major(18).path("pg_restore"), "-l", str(artifact)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "TABLE DATA public project_files" in listing and "BLOBS" in listing
+    assert artifact.is_dir() and artifact.stat().st_mode & 0o777 == 0o700
+    names = sorted(p.name for p in artifact.iterdir())
+    assert names == [
+        "1-pre-data.dump",
+        "2-data-project_files.dump",  # the largest table streams on its own
+        "2-data.dump",
+        "3-post-data.dump",
+        "SHA256SUMS",
+    ]
+    assert all((artifact / n).stat().st_mode & 0o777 == 0o600 for n in names)
+    sums = subprocess.run(
+        ["sha256sum", "-c", "SHA256SUMS"], cwd=artifact, capture_output=True, text=True
+    )
+    assert sums.returncode == 0 and sums.stdout.count(": OK") == 4, sums.stdout
+    assert doc["dump"]["sha256"] == {
+        n: hashlib.sha256((artifact / n).read_bytes()).hexdigest() for n in names[:4]
+    }
+    assert doc["dump"]["bytes"] == sum((artifact / n).stat().st_size for n in names[:4])
+
+    def listing(name: str) -> str:
+        return subprocess.run(
+            [pgtools.for_major(18).path("pg_restore"), "-l", str(artifact / name)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    assert f"DATABASE - {DB}" in listing("1-pre-data.dump")
+    alone, rest = listing("2-data-project_files.dump"), listing("2-data.dump")
+    assert "TABLE DATA public project_files" in alone and "BLOBS" not in alone
+    assert "TABLE DATA public project_files" not in rest and "BLOBS" in rest
+    assert "TABLE DATA public events_2024_01" in rest
+    assert "CONSTRAINT public project_files project_files_pkey" in listing("3-post-data.dump")
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages["restore"]["outcome"] == "passed"  # its checks and ANALYZE ran
     assert doc["encryption_key"]["item"] == "stackblitz_enc_key"
     assert doc["preflight"]["target_database"] == "absent"
+
+
+def test_artifact_restores_by_hand_to_the_same_data(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server
+) -> None:
+    """The evidence's own restore commands, run in order against an empty target, give back
+    the source's data: the artifact is a whole dump, not just a record of one."""
+    _drop(pg18, DB)
+    env = {**os.environ, "PGHOST": pg18.host, "PGPORT": str(pg18.port), "PGUSER": pg18.user}
+    env["PGPASSWORD"] = pg18.password
+    bindir = pgtools.for_major(18).bindir
+    for command in migrated.evidence["dump"]["restore_with"]:
+        argv = shlex.split(command)
+        subprocess.run([str(bindir / argv[0]), *argv[1:]], env=env, check=True)
+    with _admin(pg15, DB) as src, _admin(pg18, DB) as dst:
+        assert data.compare(data.snapshot(src), data.snapshot(dst)).equal
+    _reset_target(pg18)
 
 
 def test_no_secret_in_any_artifact(
@@ -233,7 +274,8 @@ def test_verify_only_passes_on_an_untouched_copy_whatever_the_session_settings(
 
 def _dumps_kept(outcome: Outcome) -> list[Path]:
     """Dump files (whole or partial) in the workdir; the logs a failure leaves are not dumps."""
-    return [p for p in outcome.workdir.glob("*.sql*") if not p.name.endswith(".log")]
+    found = [*outcome.workdir.glob("*.sql*"), *outcome.workdir.glob("*.dump*")]
+    return [p for p in found if not p.name.endswith(".log")]
 
 
 def _refused(outcome: Outcome, check: str, message: str) -> None:
@@ -248,7 +290,7 @@ def _refused(outcome: Outcome, check: str, message: str) -> None:
         assert stages[later]["detail"] == "stage 'preflight' failed"
     assert "stage 'preflight' failed" in outcome.junit_skips()
     assert outcome.evidence["verified"] is False
-    assert not list(outcome.workdir.glob("*.sql*"))  # not even a log
+    assert not list(outcome.workdir.iterdir())  # not even a log
 
 
 def test_existing_target_database_is_refused_and_untouched(
