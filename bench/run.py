@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -156,7 +157,11 @@ def runbook(
         f"restore {stages['restore']:.1f} s, verify {stages['verify']:.1f} s",
         flush=True,
     )
-    Path(evidence["dump"]["path"]).unlink()  # measured; at 4 GB the next run needs the room
+    artifact = Path(evidence["dump"]["path"])  # measured; at 4 GB the next run needs the room
+    if artifact.is_dir():
+        shutil.rmtree(artifact)
+    else:
+        artifact.unlink()
     return {
         "dump": stages["dump"],
         "restore": stages["restore"],

@@ -235,6 +235,7 @@ class KubernetesSource:
     ) -> list[stream.Part]:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
         the target), the archive coming out to this host as it goes."""
+        log = log.with_name(log.name + ".log")  # `log` names the logs; there is one here
         proc = self._start_restore(STREAM_SCRIPT, target, subprocess.PIPE, self.database)
         assert proc.stdin
         proc.stdin.close()  # the script has read its two lines; nothing else reads stdin

@@ -52,7 +52,8 @@ class Source(Protocol):
         progress: Progress | None = None,
     ) -> list[Part]:
         """--method stream: pg_dump's archive(s) restored by pg_restore as they are written
-        into `directory`, each restore stopping at its first error; `log` names the logs."""
+        into `directory`, each restore stopping at its first error; `log` is the prefix of the
+        logs' names."""
         ...
 
     def tool_versions(self) -> dict[str, str]:

@@ -130,7 +130,7 @@ def test_migration_is_verified(migrated: Outcome) -> None:
             check=True,
         ).stdout
 
-    assert f"DATABASE - {DB}" in listing("1-pre-data.dump")
+    assert "TABLE public project_files" in listing("1-pre-data.dump")
     alone, rest = listing("2-data-project_files.dump"), listing("2-data.dump")
     assert "TABLE DATA public project_files" in alone and "BLOBS" not in alone
     assert "TABLE DATA public project_files" not in rest and "BLOBS" in rest
@@ -172,7 +172,7 @@ def test_no_secret_in_any_artifact(
         assert not any(s in content for s in secrets), f"a secret is in {path}"
     assert not any(s.decode() in migrated.output for s in secrets)
     dump = Path(migrated.evidence["dump"]["path"])
-    assert dump.stat().st_mode & 0o777 == 0o600
+    assert dump.stat().st_mode & 0o777 == 0o700  # a private directory of 0600 parts
     key_file = migrated.workdir.parent / "key"
     assert key_file.read_text() == KEY + "\n" and key_file.stat().st_mode & 0o777 == 0o600
 
@@ -507,7 +507,7 @@ def test_stream_cut_short_is_refused_and_its_database_dropped(
     real = pgtools.for_major(18).bindir
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "pg_dump").write_text(f'#!/bin/sh\n"{real}/pg_dump" "$@" | head -c 1000000\n')
+    (bindir / "pg_dump").write_text(f'#!/bin/sh\n"{real}/pg_dump" "$@" | head -c 300000\n')
     (bindir / "pg_dump").chmod(0o755)
     for program in ("psql", "pg_restore"):
         (bindir / program).symlink_to(real / program)
