@@ -1,8 +1,9 @@
 """Stage 2, dump: the seed's `pg_dump --if-exists -xcCO` into the workdir, proven whole
 (trailer, \\restrict pair) with its size and SHA-256 recorded.
 
---method stream (the default) dumps pg_dump's custom archive into pg_restore on the target while
-keeping it as the artifact, so the outage lasts the longer of dump and restore, not their sum;
+--method stream (the default) dumps pg_dump's custom archives (checks.stream, in the parts of
+checks.parts in direct mode) into pg_restore on the target while keeping them as the artifact, so
+the outage lasts the longer of dump and restore, not their sum;
 --method seed writes the seed's gzip plain script first and restores it in stage 3, as the
 documented procedure does.
 """
