@@ -147,7 +147,7 @@ class DirectSource:
             )
             assert pg_dump.stdout
 
-            def check(_sha256: str) -> None:
+            def check() -> None:
                 code = pg_dump.wait()
                 if code != 0:
                     raise errors.DumpFailed(

@@ -102,14 +102,15 @@ def tee(
     dest: Path,
     sink: BinaryIO | None,
     *,
-    release: Callable[[str], None],
+    release: Callable[[int, str], None],
     progress: Progress | None = None,
 ) -> tuple[int, str]:
     """Copy `stream` to `dest` (mode 0600: it holds every user's data) and to `sink`, if any.
 
-    When the stream ends, `release(its sha256)` runs: it checks whatever else proves the dump
-    and only then closes the sink, so the restore may finish; then the file is synced. Returns
-    its size and SHA-256. Raises DumpFailed (the sink still open: see `into`) or SinkStopped.
+    When the stream ends, `release(size, sha256)` runs: it checks whatever else proves the
+    dump and only then closes the sink, so the restore may finish; then the file is synced.
+    Returns its size and SHA-256. Raises DumpFailed (the sink still open: see `into`) or
+    SinkStopped.
     """
     try:
         out = private.open_private(dest, exclusive=True)
@@ -136,7 +137,7 @@ def tee(
                     progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
             if size == 0:
                 raise errors.DumpFailed("pg_dump wrote nothing: check its log")
-            release(digest.hexdigest())
+            release(size, digest.hexdigest())
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
@@ -148,7 +149,7 @@ def into(
     dest: Path,
     restorer: subprocess.Popen[bytes],
     *,
-    check: Callable[[str], None],
+    check: Callable[[], None],
     abort: Callable[[], object],
     failed: Callable[[int], errors.RestoreFailed],
     progress: Progress | None = None,
@@ -156,14 +157,14 @@ def into(
     """Tee a running dump into a running restore (its stdin a pipe); the file's size and
     SHA-256 once both succeed.
 
-    `check(sha256)` proves the dump's side whole once its output ends (pg_dump's exit status, an
-    in-pod checksum) and `abort()` stops it; `failed(exit code)` is the restore's error.
+    `check()` proves the dump's side whole once its output ends (pg_dump's exit status) and
+    `abort()` stops it; `failed(exit code)` is the restore's error.
     """
     assert restorer.stdin
     sink = restorer.stdin
 
-    def release(sha256: str) -> None:
-        check(sha256)
+    def release(_size: int, _sha256: str) -> None:
+        check()
         with contextlib.suppress(BrokenPipeError):
             sink.close()
 
