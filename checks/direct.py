@@ -54,14 +54,16 @@ class DirectSource:
     def close(self) -> None:
         pass  # every connection is closed where it is opened
 
-    def _pg_dump(self, target_major: int, flags: list[str]) -> list[str]:
+    def _tools_for(self, target_major: int) -> pgtools.Toolset:
         with self.connect() as conn:
             source_major = conn.info.server_version // 10000
-        tools = self.tools(source_major=source_major, target_major=target_major)
+        return self.tools(source_major=source_major, target_major=target_major)
+
+    def _pg_dump(self, tools: pgtools.Toolset, flags: list[str]) -> list[str]:
         return [tools.path("pg_dump"), *flags, "-d", self.endpoint.conninfo()]
 
     def dump(self, dest: Path, *, target_major: int, progress: Progress | None = None) -> DumpFile:
-        argv = self._pg_dump(target_major, dumping.PG_DUMP_FLAGS)
+        argv = self._pg_dump(self._tools_for(target_major), dumping.PG_DUMP_FLAGS)
         errlog = dest.with_name(dest.name + ".pg_dump.log")
         with private.open_private(errlog) as err:
             proc = subprocess.Popen(
@@ -93,8 +95,7 @@ class DirectSource:
         progress: Progress | None = None,
     ) -> list[stream.Part]:
         """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot."""
-        self._pg_dump(target_major, [])  # chooses the tools
-        assert self._tools
+        tools = self._tools_for(target_major)
         done: list[stream.Part] = []
         with self.endpoint.connect(autocommit=False) as held:
             # Held open until the last pg_dump has started: they all read this snapshot.
@@ -106,7 +107,14 @@ class DirectSource:
                 with ThreadPoolExecutor(max_workers=len(step)) as pool:
                     runs = [
                         pool.submit(
-                            self._stream_part, part, snapshot, directory, target, log, progress
+                            self._stream_part,
+                            tools,
+                            part,
+                            snapshot,
+                            directory,
+                            target,
+                            log,
+                            progress,
                         )
                         for part in step
                     ]
@@ -115,6 +123,7 @@ class DirectSource:
 
     def _stream_part(
         self,
+        tools: pgtools.Toolset,
         part: parts.Part,
         snapshot: str,
         directory: Path,
@@ -122,13 +131,12 @@ class DirectSource:
         log: Path,
         progress: Progress | None,
     ) -> stream.Part:
-        assert self._tools
         flags = [*stream.PG_DUMP_FLAGS, f"--snapshot={snapshot}", *part.dump_flags]
-        argv = [self._tools.path("pg_dump"), *flags, "-d", self.endpoint.conninfo()]
+        argv = self._pg_dump(tools, flags)
         into = target.with_dbname(
             restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
         )
-        restore_argv = restore.pg_restore_argv(self._tools, into.conninfo(), creates=part.creates)
+        restore_argv = restore.pg_restore_argv(tools, into.conninfo(), creates=part.creates)
         dump_log = log.with_name(f"{log.name}.{part.name}.pg_dump.log")
         restore_log = log.with_name(f"{log.name}.{part.name}.log")
         with (
@@ -170,7 +178,8 @@ class DirectSource:
         for path in (dump_log, restore_log):
             if path.stat().st_size == 0:
                 path.unlink()
-        by_hand = shlex.join(["pg_restore", *restore_argv[1:-2], "-d", into.dbname or ""])
+        flags = stream.restore_flags(creates=part.creates)
+        by_hand = shlex.join(["pg_restore", *flags, "-d", into.dbname or ""])
         return stream.Part(part.name, size, sha, by_hand)
 
     def restore(

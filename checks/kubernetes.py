@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shlex
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -29,15 +30,14 @@ from checks.endpoint import Endpoint
 from checks.progress import Progress
 from checks.restore import MAINTENANCE_DB
 
-
-def dump_script(flags: list[str]) -> str:
-    """$1 is the database. The dump goes to stdout (fd 3) and through sha256sum; pg_dump's status
-    and the hash go to stderr, marked, so that they are told apart from pg_dump's own messages."""
-    return (
-        f'{{ {{ pg_dump {" ".join(flags)} -U "$POSTGRES_USER" -d "$1"; '
-        'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | sha256sum | '
-        'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
-    )
+# --method seed: $1 is the database. The SQL goes to stdout (fd 3) and through sha256sum;
+# pg_dump's status and the hash go to stderr, marked, so that they are told apart from pg_dump's
+# own messages.
+DUMP_SCRIPT = (
+    f'{{ {{ pg_dump {" ".join(dumping.PG_DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$1"; '
+    'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | sha256sum | '
+    'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
+)
 
 
 # Both restore scripts read, on stdin: the password line, then the target's CA bundle
@@ -68,7 +68,7 @@ fi
 gunzip -c "$dir/dump.sql.gz" | """
     + _PSQL
 )
-_RESTORE = [*stream.CREATE_FLAGS, *stream.PG_RESTORE_FLAGS]
+_RESTORE = stream.restore_flags(creates=True)
 # --method stream: $2 is the database. pg_dump's archive goes straight into pg_restore in the
 # pod, and through tee once out to this host on stdout (fd 3, the artifact) and to `wc -c`
 # through a fifo: the bytes cross kubectl once, not out and back in. pg_restore's success proves
@@ -161,15 +161,14 @@ class KubernetesSource:
             "where": f"pod {self.pod.namespace}/{self.pod.name}",
         }
 
-    def _start_dump(self, flags: list[str]) -> _PodDump:
-        script = dump_script(flags)
+    def _start_dump(self) -> _PodDump:
         argv = kube.exec_argv(
-            self.kube, self.pod, ["sh", "-c", script, "sh", self.database], stdin=False
+            self.kube, self.pod, ["sh", "-c", DUMP_SCRIPT, "sh", self.database], stdin=False
         )
         return _PodDump(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 
     def dump(self, dest: Path, *, target_major: int, progress: Progress | None = None) -> DumpFile:
-        pod_dump = self._start_dump(dumping.PG_DUMP_FLAGS)
+        pod_dump = self._start_dump()
         try:
             written = dumping.write_dump(pod_dump.stdout, dest, progress)
         except errors.DumpFailed as e:
@@ -182,10 +181,15 @@ class KubernetesSource:
         return written
 
     def _start_restore(
-        self, script: str, target: Endpoint, errlog: BinaryIO | int, *args: str
+        self,
+        script: str,
+        target: Endpoint,
+        errlog: BinaryIO | int,
+        *args: str,
+        stdout: int = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         """A restore script in the pod, logged in: the password and CA bundle already sent on
-        its stdin. Its stdout is a pipe when `errlog` is (the stream's artifact comes out)."""
+        its stdin."""
         if target.password is None:
             raise errors.UsageError(
                 "in Kubernetes mode the restore runs in the pod: give the target password with "
@@ -200,8 +204,7 @@ class KubernetesSource:
         argv = kube.exec_argv(
             self.kube, self.pod, ["sh", "-c", script, "sh", conninfo, *args], stdin=True
         )
-        out = subprocess.PIPE if errlog == subprocess.PIPE else subprocess.DEVNULL
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=errlog)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=errlog)
         assert proc.stdin
         proc.stdin.write(target.password.encode() + b"\n" + ca + b"\n")
         return proc
@@ -240,7 +243,9 @@ class KubernetesSource:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
         the target), the archive coming out to this host as it goes."""
         log = log.with_name(log.name + ".log")  # `log` names the logs; there is one here
-        proc = self._start_restore(STREAM_SCRIPT, target, subprocess.PIPE, self.database)
+        proc = self._start_restore(
+            STREAM_SCRIPT, target, subprocess.PIPE, self.database, stdout=subprocess.PIPE
+        )
         assert proc.stdin
         proc.stdin.close()  # the script has read its two lines; nothing else reads stdin
         pod = _PodDump(proc)
@@ -267,7 +272,7 @@ class KubernetesSource:
             pod.abort()
             raise
         log.unlink()
-        by_hand = " ".join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
+        by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
         return [stream.Part(name, size, sha, by_hand)]
 
     def close(self) -> None:
@@ -283,8 +288,8 @@ def _restore_failed(code: int, log: Path) -> errors.RestoreFailed:
 
 
 class _PodDump:
-    """`kubectl exec` of a script that dumps: the dump on stdout; pg_dump's status and the hash,
-    marked, on stderr."""
+    """`kubectl exec` of a script that dumps: the dump on stdout; pg_dump's status and the hash
+    or count, marked, on stderr."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout and proc.stderr

@@ -81,10 +81,8 @@ def _feed(path: Path, sink: IO[bytes], progress: Progress | None = None) -> str 
 
 
 def pg_restore_argv(tools: Toolset, conninfo: str, *, creates: bool) -> list[str]:
-    """--method stream: pg_restore of an archive on stdin; one that `creates` the database
-    starts in the maintenance database, as the seed's psql does."""
-    create = stream.CREATE_FLAGS if creates else []
-    return [tools.path("pg_restore"), *create, *stream.PG_RESTORE_FLAGS, "-d", conninfo]
+    """--method stream: pg_restore of an archive on stdin."""
+    return [tools.path("pg_restore"), *stream.restore_flags(creates=creates), "-d", conninfo]
 
 
 def stopped(program: str, code: int, log: Path) -> errors.RestoreFailed:

@@ -37,6 +37,14 @@ PG_DUMP_FLAGS = ["-Fc", "-Z0", "-x"]
 PG_RESTORE_FLAGS = ["-O", "-x", "--exit-on-error"]
 # For the part that creates the database, as the seed's -c -C --if-exists.
 CREATE_FLAGS = ["-C", "-c", "--if-exists"]
+
+
+def restore_flags(*, creates: bool) -> list[str]:
+    """pg_restore's flags for a part; one that `creates` the database is restored from the
+    maintenance database, as the seed's psql starts there."""
+    return [*(CREATE_FLAGS if creates else []), *PG_RESTORE_FLAGS]
+
+
 RESTORER_WAIT_S = 120  # for a restore to fail on a cut archive before it is killed
 FORMAT = "pg_dump custom archive, uncompressed (-Fc -Z0)"
 _MAGIC = b"PGDMP"
@@ -175,9 +183,9 @@ def into(
         raise failed(restorer.wait()) from None
     except errors.DumpFailed:
         # The archive is self-delimiting: at the end of its input pg_restore fails on the cut
-        # archive rather than finishing it. It is waited for, not killed, because a kubectl exec
-        # returns only when the pod's pg_restore has ended: after that nothing more can be
-        # created on the target, and the caller's cleanup sees all there is.
+        # archive rather than finishing it. It is waited for, not killed, so that once this
+        # returns nothing more can be created on the target and the caller's cleanup sees all
+        # there is.
         abort()
         with contextlib.suppress(BrokenPipeError):
             sink.close()
