@@ -94,8 +94,12 @@ def stopped(program: str, code: int, log: Path) -> errors.RestoreFailed:
 def database_oid(target: Endpoint, database: str) -> int | None:
     """The OID of `database` on the target, None when there is none."""
     with target.connect(dbname=MAINTENANCE_DB) as conn:
-        row = conn.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", (database,))
-        found = row.fetchone()
+        return _oid(conn, database)
+
+
+def _oid(conn: psycopg.Connection, database: str) -> int | None:
+    row = conn.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", (database,))
+    found = row.fetchone()
     return int(found[0]) if found else None
 
 
@@ -115,10 +119,7 @@ def drop_partial(target: Endpoint, database: str, before: int | None, *, restore
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (restorer,)
             ).fetchone() != (0,):
                 time.sleep(0.5)
-            row = conn.execute(
-                "SELECT oid::bigint FROM pg_database WHERE datname = %s", (database,)
-            ).fetchone()
-            now = int(row[0]) if row else None
+            now = _oid(conn, database)
             if now is None:
                 return f"the target has no {database}"
             if now == before:
