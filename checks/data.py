@@ -62,6 +62,35 @@ def tables(conn: psycopg.Connection) -> list[tuple[str, str, str]]:
     return [(s, n, kinds[k]) for s, n, k in conn.execute(_TABLES).fetchall()]
 
 
+@dataclass(frozen=True)
+class RowShape:
+    """How a table's rows are digested: its columns in name order, each as the digest prints it."""
+
+    columns: list[str]
+    values: list[sql.Composable]  # a bytea column enters as the MD5 of its bytes
+
+    @property
+    def row(self) -> sql.Composable:
+        return sql.SQL("ROW({})").format(sql.SQL(", ").join(self.values))
+
+    @property
+    def digest(self) -> sql.Composable:
+        """One row's 64-bit digest: the first 64 bits of the MD5 of the row printed as text."""
+        return sql.SQL("('x' || left(md5({}::text), 16))::bit(64)::bigint").format(self.row)
+
+
+def row_shape(conn: psycopg.Connection, schema: str, name: str) -> RowShape:
+    """The row digest of one table, shared by the whole-table pass and the row narrowing
+    (checks/rowdiff.py), so that both see the same rows as different."""
+    qualified = sql.Identifier(schema, name)
+    columns = conn.execute(_COLUMNS, (qualified.as_string(conn),)).fetchall()
+    values: list[sql.Composable] = [
+        sql.SQL("md5({})").format(sql.Identifier(c)) if is_bytea else sql.Identifier(c)
+        for c, is_bytea in columns
+    ]
+    return RowShape([c for c, _ in columns], values)
+
+
 def table_data(conn: psycopg.Connection, schema: str, name: str, kind: str) -> TableData:
     """Count and digest one table in one scan.
 
@@ -71,18 +100,11 @@ def table_data(conn: psycopg.Connection, schema: str, name: str, kind: str) -> T
     the row as the MD5 of its bytes: printing it as text would double it into hex first, which
     made file contents most of the verification's time.
     """
-    qualified = sql.Identifier(schema, name)
-    columns = conn.execute(_COLUMNS, (qualified.as_string(conn),)).fetchall()
-    values = [
-        sql.SQL("md5({})").format(sql.Identifier(c)) if is_bytea else sql.Identifier(c)
-        for c, is_bytea in columns
-    ]
-    row = sql.SQL("ROW({})").format(sql.SQL(", ").join(values))
+    shape = row_shape(conn, schema, name)
     # sum() of bigint accumulates in 128-bit integers: faster than casting each to numeric.
-    query = sql.SQL(
-        "SELECT count(*), coalesce(sum(('x' || left(md5({row}::text), 16))::bit(64)::bigint), 0)"
-        "::text FROM ONLY {table}"
-    ).format(row=row, table=qualified)
+    query = sql.SQL("SELECT count(*), coalesce(sum({digest}), 0)::text FROM ONLY {table}").format(
+        digest=shape.digest, table=sql.Identifier(schema, name)
+    )
     count, digest = conn.execute(query).fetchone()  # type: ignore[misc]
     return TableData(schema, name, kind, int(count), digest)
 
@@ -185,7 +207,7 @@ def compare(source: Snapshot, target: Snapshot) -> Comparison:
             differences.append(
                 f"{label}: {'missing on target' if dst is None else 'extra on target'}"
             )
-            entry.update(rows_match=False, content_match=False, match=False)
+            entry.update(rows_match=False, content_match=False, match=False, row_differences=None)
         else:
             rows_ok = src.rows == dst.rows
             content_ok = src.digest == dst.digest
@@ -194,6 +216,8 @@ def compare(source: Snapshot, target: Snapshot) -> Comparison:
             elif not content_ok:
                 differences.append(f"{label}: same row count, different content")
             entry.update(rows_match=rows_ok, content_match=content_ok, match=rows_ok and content_ok)
+            # Filled in by checks/rowdiff.explain for a table that differs; none when it matches.
+            entry["row_differences"] = [] if rows_ok and content_ok else None
         table_rows.append(entry)
 
     seq_rows: list[dict[str, object]] = []

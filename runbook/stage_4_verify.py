@@ -6,11 +6,12 @@ every large object, and the schema; ownership and grants are left out, as `-O -x
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import pytest
 
-from checks import data, errors, schema
+from checks import data, errors, rowdiff, schema
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.source import Source
@@ -27,11 +28,14 @@ def test_data_matches(
     run: Run,
     say: Callable[[str], None],
 ) -> None:
-    src, dst = data.snapshot_both(
-        source.connect, lambda: target.connect(dbname=settings.database), say
-    )
+    connect_target = functools.partial(target.connect, dbname=settings.database)
+    src, dst = data.snapshot_both(source.connect, connect_target, say)
     run.comparison = data.compare(src, dst)
     if not run.comparison.equal:
+        # Only now, and only for the tables that differ: which rows (by key) and columns.
+        run.comparison = rowdiff.explain(
+            run.comparison, src, dst, source.connect, connect_target, say
+        )
         raise errors.VerificationFailed(_listing("data", run.comparison.differences))
 
 
