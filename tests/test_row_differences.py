@@ -283,7 +283,10 @@ def test_verify_only_names_rows_in_every_artifact(verified: Outcome, scene: dict
     failure = verified.check("test_data_matches")["message"]
     assert "id=1234 changed (name)" in failure and "\n" not in failure
     html = (verified.reports / "report.html").read_text()
-    assert "id=77" in html and "content" in html and "Row differences" in html
+    # Under the table's own row, in the Tables table: the key, the kind, the column.
+    files_row = html.index("<td>files</td>")
+    assert html.index("<td>id=77</td><td>changed</td><td>content</td>") > files_row
+    assert "Row differences: 2 only on source, 1 only on target, 1 changed; key id" in html
     junit = (verified.reports / "junit.xml").read_text()
     assert "id=1234 changed (name)" in junit
     assert "naming the rows that differ in public.accounts" in verified.output
