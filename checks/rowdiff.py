@@ -26,7 +26,7 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from checks import data, rowkeys, textformat
+from checks import data, errors, rowkeys, textformat
 from checks.rowkeys import Key, KeyValue
 
 LIMIT = 20  # rows named per table; the counts cover every row
@@ -401,45 +401,53 @@ def explain(
     emit: Callable[[str], None] | None = None,
 ) -> data.Comparison:
     """The comparison with each differing table's rows named: its `row_differences`, its
-    `row_narrowing` counts, and the counts and first keys added to its one-line difference."""
-    differing = [
-        (entry, source.tables[key], target.tables[key])
-        for entry in comparison.tables
+    `row_narrowing` counts, and the counts and first keys added to its one-line difference.
+
+    A failure here (a server gone, a query refused) is said in place of the rows and does not
+    hide the differences the whole-table pass found.
+    """
+    differing = {
+        i: (source.tables[key], target.tables[key])
+        for i, entry in enumerate(comparison.tables)
         if not entry["match"]
         and (key := (str(entry["schema"]), str(entry["name"]))) in source.tables
         and key in target.tables
-    ]
+    }
     if not differing:
         return comparison
-    tables = [dict(t) for t in comparison.tables]
-    differences = list(comparison.differences)
-    with connect_source() as src, connect_target() as dst:
-        for conn in (src, dst):
-            textformat.apply(conn, local=False)  # the same settings as the whole-table pass
-            conn.commit()  # kept for the session, whatever a failed query rolls back
-            # One snapshot per side for all of a table's queries: its cuts add up.
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        for entry, before_src, before_dst in differing:
-            label = f"{entry['schema']}.{entry['name']}"
-            if emit:
-                emit(f"verify: naming the rows that differ in {label}")
-            try:
-                found = narrow_table(src, dst, (before_src, before_dst))
-            except psycopg.Error as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                found = RowDifferences(None, compared=False, note=f"rows not named: {first}")
+    found: dict[int, RowDifferences] = {}
+    try:
+        with connect_source() as src, connect_target() as dst:
             for conn in (src, dst):
-                conn.rollback()  # ends the table's snapshot
-            index = comparison.tables.index(entry)
-            tables[index] = {
-                **entry,
-                "row_differences": found.rows,
-                "row_narrowing": found.evidence(),
-            }
-            for i, line in enumerate(differences):
-                if line.startswith(f"{label}: "):
-                    differences[i] = f"{line}; {found.summary()}"
-                    break
-            if emit:
-                emit(f"verify: {label}: {found.summary()} ({found.seconds:.1f} s)")
+                textformat.apply(conn, local=False)  # the same settings as the whole-table pass
+                conn.commit()  # kept for the session, whatever a failed query rolls back
+                # One snapshot per side for all of a table's queries: its cuts add up.
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            for i, before in differing.items():
+                label = f"{before[0].schema}.{before[0].name}"
+                if emit:
+                    emit(f"verify: naming the rows that differ in {label}")
+                try:
+                    found[i] = narrow_table(src, dst, before)
+                except psycopg.Error as e:
+                    found[i] = _not_named(e)
+                for conn in (src, dst):
+                    conn.rollback()  # ends the table's snapshot
+                if emit:
+                    emit(f"verify: {label}: {found[i].summary()} ({found[i].seconds:.1f} s)")
+    except (psycopg.Error, errors.MigrationError) as e:
+        found |= {i: _not_named(e) for i in differing if i not in found}
+    tables = list(comparison.tables)
+    differences = list(comparison.differences)
+    for i, rows in found.items():
+        entry = tables[i]
+        tables[i] = {**entry, "row_differences": rows.rows, "row_narrowing": rows.evidence()}
+        prefix = f"{entry['schema']}.{entry['name']}: "
+        at = next(n for n, line in enumerate(differences) if line.startswith(prefix))
+        differences[at] = f"{differences[at]}; {rows.summary()}"
     return replace(comparison, tables=tables, differences=differences)
+
+
+def _not_named(error: Exception) -> RowDifferences:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return RowDifferences(None, compared=False, note=f"rows not named: {first}")

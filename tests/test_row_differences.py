@@ -211,6 +211,21 @@ def test_a_matching_database_is_not_narrowed(pg15: pgserver.Server) -> None:
     assert rowdiff.explain(comparison, src, src, refuse, refuse) is comparison
 
 
+def test_a_server_lost_before_naming_rows_keeps_the_differences(
+    scene: dict,  # type: ignore[type-arg]
+    pg15: pgserver.Server,
+    pg18: pgserver.Server,
+) -> None:
+    src, dst = data.snapshot_both(_connect(pg15), _connect(pg18))
+    gone = pgserver.Server("127.0.0.1", pgserver.free_port(), "postgres", "x" * 12, 18)
+    comparison = rowdiff.explain(data.compare(src, dst), src, dst, _connect(pg15), _connect(gone))
+    files = next(t for t in comparison.tables if t["name"] == "files")
+    assert files["row_narrowing"]["compared"] is False
+    assert "Connection refused" in files["row_narrowing"]["note"]
+    line = next(d for d in comparison.differences if d.startswith("public.files: "))
+    assert line.startswith("public.files: same row count, different content; rows not named: ")
+
+
 def test_the_row_digests_add_up_to_the_whole_table_digest(
     scene: dict,
     pg15: pgserver.Server,
