@@ -57,8 +57,11 @@ class Key:
 
     @property
     def as_text(self) -> sql.Composable:
+        """The key's values as text, under names of their own: an ORDER BY {ordered} in the
+        same query must sort by the columns, not by this text."""
         return sql.SQL(", ").join(
-            sql.SQL("{}::text").format(sql.Identifier(c)) for c in self.columns
+            sql.SQL("{}::text AS {}").format(sql.Identifier(c), sql.Identifier(f"key {i}"))
+            for i, c in enumerate(self.columns)
         )
 
     def _value(self) -> sql.Composable:

@@ -38,6 +38,8 @@ SCENE = (
     "CREATE TABLE audit (at timestamp NOT NULL, action text)",
     """INSERT INTO audit SELECT timestamp '2024-01-01' + (i % 500) * interval '1 hour',
         'act-' || md5('a' || (i % 500)) FROM generate_series(1, 1000) i""",
+    "CREATE TABLE tickets (id int PRIMARY KEY, v text)",
+    "INSERT INTO tickets SELECT i, 't-' || md5('t' || i) FROM generate_series(1, 1000) i",
     "CREATE TABLE untouched (id int PRIMARY KEY, v text)",
     "INSERT INTO untouched SELECT i, 'v-' || md5('v' || i) FROM generate_series(1, 100) i",
 )
@@ -58,6 +60,7 @@ TAMPER = (
     f" WHERE org_id = 4 AND user_name = {MEMBER_NAME}",
     "UPDATE files SET content = set_byte(content, 100, 255 - get_byte(content, 100)) WHERE id = 77",
     "DELETE FROM sessions WHERE token BETWEEN 'S00101' AND 'S00700'",
+    "DELETE FROM tickets WHERE id <= 150 OR id % 100 = 0",
     "UPDATE audit SET action = 'act-changed-d00dfeed' WHERE ctid = (SELECT min(ctid) FROM audit)",
 )
 
@@ -184,6 +187,12 @@ def test_rows_missing_in_a_block_are_all_counted_and_the_first_named(narrowed: d
     assert named == [f"S{i:05d}" for i in range(101, 121)]
     assert {r["difference"] for r in sessions["row_differences"]} == {"only on source"}
     assert "600 row(s) differ (600 only on source): token=S00101 only on source" in sessions["line"]
+
+
+def test_rows_are_named_in_the_order_of_their_key_not_of_its_text(narrowed: dict) -> None:  # type: ignore[type-arg]
+    tickets = narrowed["tickets"]
+    assert tickets["row_narrowing"]["only_on_source"] == 150 + 9
+    assert [r["key"]["id"] for r in tickets["row_differences"]] == [str(i) for i in range(1, 21)]
 
 
 def test_a_table_without_a_key_counts_rows_by_digest(narrowed: dict) -> None:  # type: ignore[type-arg]
