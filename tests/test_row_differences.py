@@ -40,6 +40,9 @@ SCENE = (
         'act-' || md5('a' || (i % 500)) FROM generate_series(1, 1000) i""",
     "CREATE TABLE tickets (id int PRIMARY KEY, v text)",
     "INSERT INTO tickets SELECT i, 't-' || md5('t' || i) FROM generate_series(1, 1000) i",
+    "CREATE TABLE slugs (nickname text UNIQUE, slug text NOT NULL UNIQUE, hits int)",
+    """INSERT INTO slugs SELECT 'nick-' || md5('k' || i), 'slug-' || i, i
+        FROM generate_series(1, 300) i""",
     "CREATE TABLE untouched (id int PRIMARY KEY, v text)",
     "INSERT INTO untouched SELECT i, 'v-' || md5('v' || i) FROM generate_series(1, 100) i",
 )
@@ -61,6 +64,7 @@ TAMPER = (
     "UPDATE files SET content = set_byte(content, 100, 255 - get_byte(content, 100)) WHERE id = 77",
     "DELETE FROM sessions WHERE token BETWEEN 'S00101' AND 'S00700'",
     "DELETE FROM tickets WHERE id <= 150 OR id % 100 = 0",
+    "UPDATE slugs SET hits = -1 WHERE slug = 'slug-42'",
     "UPDATE audit SET action = 'act-changed-d00dfeed' WHERE ctid = (SELECT min(ctid) FROM audit)",
 )
 
@@ -114,7 +118,9 @@ def _values(conn: psycopg.Connection, device: str, member: str) -> list[str]:
         *conn.execute("SELECT label, payload::text FROM devices WHERE id = %s", [device]),
         *conn.execute("SELECT role FROM memberships WHERE org_id = 4 AND user_name = %s", [member]),
         *conn.execute("SELECT path, encode(content, 'hex') FROM files WHERE id = 77"),
-        *conn.execute("SELECT data FROM sessions WHERE token = 'S00101'"),
+        *conn.execute("SELECT data FROM sessions WHERE token BETWEEN 'S00101' AND 'S00700'"),
+        *conn.execute("SELECT v FROM tickets WHERE id <= 150 OR id % 100 = 0"),
+        *conn.execute("SELECT nickname FROM slugs WHERE slug = 'slug-42'"),
         *conn.execute("SELECT action FROM audit WHERE action LIKE 'act-changed%'"),
         *conn.execute("SELECT action FROM audit WHERE ctid = (SELECT min(ctid) FROM audit)"),
     ]
@@ -193,6 +199,11 @@ def test_rows_are_named_in_the_order_of_their_key_not_of_its_text(narrowed: dict
     tickets = narrowed["tickets"]
     assert tickets["row_narrowing"]["only_on_source"] == 150 + 9
     assert [r["key"]["id"] for r in tickets["row_differences"]] == [str(i) for i in range(1, 21)]
+
+
+def test_without_a_primary_key_a_unique_not_null_key_names_rows(narrowed: dict) -> None:  # type: ignore[type-arg]
+    """slugs has two unique keys, nickname's first; only slug's column is NOT NULL."""
+    assert _rows(narrowed["slugs"]) == [({"slug": "slug-42"}, "changed", ["hits"])]
 
 
 def test_a_table_without_a_key_counts_rows_by_digest(narrowed: dict) -> None:  # type: ignore[type-arg]
