@@ -66,8 +66,8 @@ class RowDifferences:
         if self.key is None:
             # A changed row is one row only on each side: its digest is all there is to match.
             text = (
-                f"no usable key; by row digest {self.only_on_source} row(s) only on source, "
-                f"{self.only_on_target} only on target"
+                f"no usable key; by row digest {'at least ' if not self.complete else ''}"
+                f"{self.only_on_source} row(s) only on source, {self.only_on_target} only on target"
             )
         else:
             parts = [
