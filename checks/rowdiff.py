@@ -215,9 +215,10 @@ class _Table:
                 self.found.different += 1
                 if self._show(value, "changed"):
                     self.changed.append(value)
-        for value in dst.keys() - src.keys():
-            self.found.only_on_target += 1
-            self._show(value, "only on target")
+        for value in dst:  # in the target's key order
+            if value not in src:
+                self.found.only_on_target += 1
+                self._show(value, "only on target")
         if self.found.total == before:
             # Counts or digests differed but no row did: the sides ordered the key differently
             # or the data moved while it was compared.
