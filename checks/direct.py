@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, parts, pgtools, private, restore, stream
+from checks import errors, parts, pgtools, private, restore, scratch, stream
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
@@ -188,6 +188,40 @@ class DirectSource:
         if self._tools is None:
             raise errors.ToolMissing("restore before dump: the psql to use is not chosen yet")
         restore.restore(dump, target, self._tools, log, progress)
+
+    def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
+        tools = self._tools_for(target_major)
+        restore_argv = restore.pg_restore_argv(tools, into.conninfo(), creates=False)
+        with private.open_private(log) as err:
+            # One log for both: whichever error comes first is the cause.
+            pg_dump = subprocess.Popen(
+                self._pg_dump(tools, scratch.DUMP_FLAGS),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=self.endpoint.child_env(),
+            )
+            procs = [pg_dump]
+            try:
+                procs.append(
+                    subprocess.Popen(
+                        restore_argv,
+                        stdin=pg_dump.stdout,
+                        stdout=subprocess.DEVNULL,
+                        stderr=err,
+                        env=into.child_env(),
+                    )
+                )
+                assert pg_dump.stdout
+                pg_dump.stdout.close()  # pg_restore's now: pg_dump sees it quit
+                restored, dumped = procs[1].wait(), pg_dump.wait()
+            finally:
+                for proc in procs:  # interrupted: neither outlives the check
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+        if restored or dumped:
+            program = "pg_restore" if restored else "pg_dump"
+            raise restore.stopped(program, restored or dumped, log)
 
 
 def _tail(log: Path) -> str:

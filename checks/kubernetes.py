@@ -24,7 +24,7 @@ from typing import BinaryIO
 import psycopg
 
 from checks import dump as dumping
-from checks import errors, kube, private, restore, stream
+from checks import errors, kube, private, restore, scratch, stream
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
@@ -86,6 +86,19 @@ wc -c < "$dir/count" | sed 's/^ */sbm-bytes:/' >&2 &
   {{ pg_restore {" ".join(_RESTORE)} -d "$1" >&2
     echo "sbm-pg-restore-exit:$?" >&2; }}; }} 3>&1
 wait
+"""
+)
+
+# The preflight's scratch restore: the schema alone, pg_dump straight into pg_restore of the
+# scratch database ($1 names it); both statuses marked on stderr, the script's status the
+# restore's.
+SCHEMA_SCRIPT = (
+    _LOGIN
+    + f"""set +e
+{{ pg_dump {" ".join(scratch.DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$2"
+  echo "sbm-pg-dump-exit:$?" >&2; }} |
+  {{ pg_restore {" ".join(stream.restore_flags(creates=False))} -d "$1" >&2
+    status=$?; echo "sbm-pg-restore-exit:$status" >&2; exit $status; }}
 """
 )
 
@@ -187,6 +200,7 @@ class KubernetesSource:
         errlog: BinaryIO | int,
         *args: str,
         stdout: int = subprocess.DEVNULL,
+        dbname: str = MAINTENANCE_DB,
     ) -> subprocess.Popen[bytes]:
         """A restore script in the pod, logged in: the password and CA bundle already sent on
         its stdin."""
@@ -200,7 +214,7 @@ class KubernetesSource:
         ca = b""
         if "sslrootcert" in target.params:
             ca = base64.b64encode(Path(target.params["sslrootcert"]).read_bytes())
-        conninfo = Endpoint("target", {**params, "dbname": MAINTENANCE_DB}).conninfo()
+        conninfo = Endpoint("target", {**params, "dbname": dbname}).conninfo()
         argv = kube.exec_argv(
             self.kube, self.pod, ["sh", "-c", script, "sh", conninfo, *args], stdin=True
         )
@@ -274,6 +288,24 @@ class KubernetesSource:
         log.unlink()
         by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
         return [stream.Part(name, size, sha, by_hand)]
+
+    def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
+        with private.open_private(log) as errlog:
+            proc = self._start_restore(
+                SCHEMA_SCRIPT, into, errlog, self.database, dbname=into.dbname
+            )
+            try:
+                assert proc.stdin
+                proc.stdin.close()  # the script has its two lines
+                code = proc.wait()
+            finally:
+                if proc.poll() is None:  # interrupted: the scratch drop ends the pod's restore
+                    proc.kill()
+                    proc.wait()
+        err = log.read_bytes()
+        dumped, restored = _EXIT.search(err), _RESTORE_EXIT.search(err)
+        if code != 0 or not dumped or dumped[1] != b"0" or not restored or restored[1] != b"0":
+            raise _restore_failed(code, log)
 
     def close(self) -> None:
         if self._forward:

@@ -35,13 +35,20 @@ def target_can_create_databases(conn: psycopg.Connection, user: str) -> None:
         )
 
 
-def extensions_available(source_extensions: dict[str, str], available: set[str]) -> None:
-    missing = sorted(set(source_extensions) - available)
-    if missing:
+def extensions_creatable(
+    source_extensions: dict[str, str], rights: server.ExtensionRights, user: str
+) -> None:
+    """Refuse, with every one of them, the source's extensions the target user may not create:
+    the restore would stop at the first, inside the outage."""
+    refused = {name: rights.refusal(name) for name in sorted(source_extensions)}
+    lines = [f"{name} ({why})" for name, why in refused.items() if why]
+    if lines:
         raise errors.Refused(
-            f"extensions used by the source are not available on the target: "
-            f"{', '.join(missing)}; install or allow-list them there (azure.extensions, "
-            "rds.allowed_extensions) before migrating, or the restore fails"
+            f"the target user {user} may not create {len(lines)} extension(s) the source uses: "
+            f"{'; '.join(lines)}; have them installed and allow-listed on the target "
+            "(azure.extensions, rds.allowed_extensions) or use a user that may create them "
+            "(the managed server's admin user), or drop them from the source if StackBlitz does "
+            "not use them"
         )
 
 

@@ -75,16 +75,100 @@ def extensions(conn: psycopg.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT extname, extversion FROM pg_extension").fetchall())
 
 
-def available_extensions(conn: psycopg.Connection) -> set[str]:
-    """Extensions the server can create: installed on disk and, on managed servers, allow-listed."""
-    names = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions")}
-    for setting in ("azure.extensions", "rds.allowed_extensions"):
-        allowed = conn.execute("SELECT current_setting(%s, true)", (setting,)).fetchone()
-        if allowed and allowed[0] and allowed[0] != "*":
-            listed = {a.strip().lower() for a in allowed[0].split(",") if a.strip()}
-            # plpgsql is part of every database and never on these allow-lists.
-            names &= listed | {"plpgsql"}
-    return names
+# Managed services say what they are through their own settings and roles: the admin role a
+# customer gets (not a superuser), and the allow-list settings that limit CREATE EXTENSION.
+_MANAGED = (
+    ("Amazon RDS", "rds_superuser", ("rds.extensions", "rds.allowed_extensions")),
+    ("Azure Database for PostgreSQL", "azure_pg_admin", ("azure.extensions",)),
+)
+
+
+@dataclass(frozen=True)
+class ExtensionRights:
+    """Which extensions the connected user may create on this server, and why."""
+
+    installed: frozenset[str]  # pg_available_extensions: on the server's disk
+    trusted: frozenset[str]  # default version trusted, or needing no superuser at all
+    superuser: bool
+    service: str | None  # the managed service the server says it is, if any
+    admin_role: str | None  # the service's admin role, when the user is a member of it
+    allow_lists: tuple[tuple[str, frozenset[str]], ...]  # (setting, names) the server sets
+
+    def refusal(self, name: str) -> str | None:
+        """Why the user may not create `name`, or None when it may."""
+        if name == "plpgsql":
+            return None  # in every database already; the dump's IF NOT EXISTS skips it
+        if name not in self.installed:
+            return "not installed on the target"
+        for setting, names in self.allow_lists:
+            if name not in names:
+                return f"not in the target's {setting}"
+        if self.superuser or self.admin_role or name in self.trusted:
+            return None
+        needs = f"a superuser or a member of {self._admin()}" if self.service else "a superuser"
+        return f"not trusted: only {needs} may create it"
+
+    def describe(self) -> str:
+        """Who the user is, as far as creating extensions goes: for the evidence."""
+        who = (
+            "superuser"
+            if self.superuser
+            else f"member of {self.admin_role}"
+            if self.admin_role
+            else "not a superuser: trusted extensions only (in the databases it creates)"
+        )
+        lists = "; ".join(f"{s}: {', '.join(sorted(n)) or '(none)'}" for s, n in self.allow_lists)
+        return "; ".join(x for x in (self.service, who, lists) if x)
+
+    def _admin(self) -> str:
+        return next((role for service, role, _ in _MANAGED if service == self.service), "")
+
+
+def extension_rights(conn: psycopg.Connection) -> ExtensionRights:
+    """What the connected user may create: superuser, the managed admin role, or trusted only.
+
+    A trusted extension may be created by a user with CREATE on the database; the restore's
+    user creates the database, so it owns it and has that right.
+    """
+    trusted_col = "v.trusted" if conn.info.server_version >= 130000 else "false"
+    rows = conn.execute(
+        f"SELECT e.name, coalesce({trusted_col} OR NOT v.superuser, false) "
+        "FROM pg_available_extensions e LEFT JOIN pg_available_extension_versions v "
+        "ON v.name = e.name AND v.version = e.default_version"
+    ).fetchall()
+    row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    superuser = bool(row and row[0])
+    service = admin_role = None
+    allow_lists = []
+    for name, role, settings in _MANAGED:
+        values = [(s, _setting(conn, s)) for s in settings]
+        found = conn.execute(
+            "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+        if found is None and not any(v is not None for _, v in values):
+            continue
+        service = name
+        admin_role = role if found and found[0] else None
+        # Unset or '*' allows every installed extension.
+        allow_lists += [
+            (s, frozenset(a.strip().lower() for a in v.split(",") if a.strip()))
+            for s, v in values
+            if v and v.strip() != "*"
+        ]
+    return ExtensionRights(
+        installed=frozenset(r[0] for r in rows),
+        trusted=frozenset(r[0] for r in rows if r[1]),
+        superuser=superuser,
+        service=service,
+        admin_role=admin_role,
+        allow_lists=tuple(allow_lists),
+    )
+
+
+def _setting(conn: psycopg.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()
+    return row[0] if row else None
 
 
 def other_sessions(conn: psycopg.Connection, dbname: str) -> list[tuple[str, str, str]]:

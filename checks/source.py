@@ -56,6 +56,13 @@ class Source(Protocol):
         logs' names."""
         ...
 
+    def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
+        """The preflight's scratch restore: pg_dump of the schema alone (checks.scratch's
+        flags) into pg_restore of `into`'s existing database, from where the stream's restore
+        runs and with its flags; both programs' messages go to `log`. RestoreFailed when either
+        fails; nothing keeps running once it returns or raises."""
+        ...
+
     def tool_versions(self) -> dict[str, str]:
         """The pg_dump and psql versions used, for the evidence."""
         ...

@@ -1,13 +1,17 @@
 """Stage 1, preflight: everything that could stop the migration, checked before anything changes.
 
-Every check runs even when another fails, so one run lists every refusal.
+Every check runs even when another fails, so one run lists every refusal. The last one restores
+the schema into a scratch database on the target (checks.scratch) and drops it again: the only
+thing preflight creates anywhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from checks import errors, kube, preflight, server
+from checks import errors, kube, preflight, scratch, server
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
@@ -68,15 +72,19 @@ def test_target_user_can_create_databases(target: Endpoint, target_info: server.
 
 
 @CHANGES
-def test_source_extensions_are_available_on_target(
+def test_target_user_may_create_source_extensions(
     source: Source, target: Endpoint, target_info: server.ServerInfo, run: Run
 ) -> None:
+    """Installed, allow-listed, and trusted or created by a user allowed to: superuser, or the
+    managed service's admin role."""
     with source.connect() as conn:
         used = server.extensions(conn)
     with target.connect(dbname=MAINTENANCE_DB) as conn:
-        available = server.available_extensions(conn)
+        rights = server.extension_rights(conn)
+        user = conn.info.user
     run.preflight["source_extensions"] = used
-    preflight.extensions_available(used, available)
+    run.preflight["target_extension_rights"] = rights.describe()
+    preflight.extensions_creatable(used, rights, user)
 
 
 @CHANGES
@@ -162,3 +170,44 @@ def test_stackblitz_workloads_are_listed(source: Source, settings: Settings, run
         }
         for w in workloads
     ]
+
+
+@CHANGES
+def test_scratch_databases_of_earlier_runs_are_dropped(
+    target: Endpoint, target_info: server.ServerInfo, run: Run
+) -> None:
+    """A run killed during its scratch restore could not drop its scratch database."""
+    run.preflight["scratch_leftovers"] = scratch.drop_leftovers(target) or "none"
+
+
+@CHANGES
+def test_schema_restores_on_target(
+    source: Source,
+    target: Endpoint,
+    target_info: server.ServerInfo,
+    settings: Settings,
+    run: Run,
+    say: Callable[[str], None],
+) -> None:
+    """The source's schema, no rows, restored into a scratch database on the target as the
+    restore will restore it (same user, flags and programs), then dropped: whatever the target
+    refuses, it refuses now, before StackBlitz is stopped."""
+    refused = [c.name for c in run.checks if c.stage == "preflight" and c.outcome == "failed"]
+    if refused:
+        pytest.skip(
+            f"not tried while an earlier preflight check refuses ({', '.join(refused)}): fix "
+            "that, then run --preflight-only again"
+        )
+    with source.connect() as conn:
+        db = server.database(conn, settings.database)
+    assert db is not None, f"no database {settings.database} on the source"
+    say(f"restoring the source's schema into {scratch.name_for(settings.stamp)} on the target")
+    result = scratch.restore_schema(
+        source,
+        target,
+        db,
+        stamp=settings.stamp,
+        target_major=target_info.major,
+        workdir=settings.workdir,
+    )
+    run.preflight["scratch_restore"] = result.evidence()
