@@ -97,8 +97,8 @@ def restore_schema(
         target, params={**target.params, "dbname": name, "application_name": name.replace("_", "-")}
     )
     started = time.monotonic()
-    user = _create(target, name, db)
     try:
+        user = _create(target, name, db)
         try:
             source.restore_schema(scratch, target_major=target_major, log=log)
         except errors.MigrationError:
@@ -110,6 +110,7 @@ def restore_schema(
         raise type(e)(f"{e}; {_drop(target, name)}") from None
     except BaseException:
         _drop(target, name)  # interrupted: leave nothing behind, then go on unwinding
+        log.unlink(missing_ok=True)
         raise
     dropped = _drop(target, name)
     if not dropped.endswith(" was dropped"):
@@ -154,10 +155,11 @@ def _drop(target: Endpoint, name: str) -> str:
     """Drop this run's scratch database; say what became of it (never raises)."""
     try:
         with target.connect(dbname=MAINTENANCE_DB) as conn:
+            found = conn.execute("SELECT FROM pg_database WHERE datname = %s", (name,))
+            if found.fetchone() is None:
+                return f"no scratch database {name} was left on the target"
             # FORCE: a restore cut off in a pod may still be connected to it.
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
     except (psycopg.Error, errors.MigrationError) as e:
         return (
             f"the scratch database {name} could not be dropped ({_first_line(e)}): the next "
@@ -166,7 +168,9 @@ def _drop(target: Endpoint, name: str) -> str:
     return f"the scratch database {name} was dropped"
 
 
-_ERROR = re.compile(r"(?:ERROR|FATAL):\s+(.*)|(pg_dump|pg_restore): error: (.*)")
+# The server's words where there are some, else the program's.
+_SERVER_ERROR = re.compile(r"(?:ERROR|FATAL):\s+(.*)")
+_PROGRAM_ERROR = re.compile(r"^(?:pg_dump|pg_restore): error: (.*)")
 _ADVICE = (
     (
         re.compile(r"\bEXTENSION\b"),
@@ -195,7 +199,10 @@ _ADVICE = (
 def refusal(log: Path, user: str) -> str:
     """The first error in the scratch restore's log, the statement it stopped at and what to do."""
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    at = next((i for i, line in enumerate(lines) if _ERROR.search(line)), None)
+    at = next(
+        (i for i, x in enumerate(lines) if _SERVER_ERROR.search(x) or _PROGRAM_ERROR.search(x)),
+        None,
+    )
     if at is None:
         tail = lines[-1].strip() if lines else "no message"
         return f"the scratch restore of the source's schema stopped: {tail} (full log: {log})"
@@ -204,9 +211,9 @@ def refusal(log: Path, user: str) -> str:
             f"pg_dump of the source's schema failed: {lines[at].strip()}: check the source "
             f"(full log: {log})"
         )
-    match = _ERROR.search(lines[at])
+    match = _SERVER_ERROR.search(lines[at]) or _PROGRAM_ERROR.search(lines[at])
     assert match
-    error = (match[1] or match[3]).strip()
+    error = match[1].strip()
     following = lines[at + 1 : at + 6]
     hint = next((x.split(":", 1)[1].strip() for x in following if x.startswith("HINT:")), "")
     command = next(

@@ -18,14 +18,55 @@ def conn(pg18: pgserver.Server) -> Iterator[psycopg.Connection]:
         yield c
 
 
-def test_managed_allow_list_limits_available_extensions(conn: psycopg.Connection) -> None:
+def test_managed_allow_list_limits_extensions(conn: psycopg.Connection) -> None:
     """Azure's azure.extensions is a plain placeholder setting on a vanilla server: set it."""
-    assert {"citext", "pgcrypto", "hstore"} <= server.available_extensions(conn)
+    rights = server.extension_rights(conn)
+    assert rights.describe() == "superuser"
+    assert {"citext", "pgcrypto", "hstore", "pgstattuple"} <= rights.installed
+    assert {"citext", "pgcrypto", "hstore"} <= rights.trusted
+    assert "pgstattuple" not in rights.trusted
     conn.execute("SET azure.extensions = 'CITEXT, pgcrypto'")
-    available = server.available_extensions(conn)
-    assert available == {"citext", "pgcrypto", "plpgsql"}
-    with pytest.raises(errors.Refused, match="hstore; install or allow-list"):
-        preflight.extensions_available({"citext": "1.6", "hstore": "1.8"}, available)
+    rights = server.extension_rights(conn)
+    assert rights.describe() == (
+        "Azure Database for PostgreSQL; superuser; azure.extensions: citext, pgcrypto"
+    )
+    assert [rights.refusal(n) for n in ("citext", "plpgsql", "hstore", "adminpack")] == [
+        None,
+        None,
+        "not in the target's azure.extensions",
+        "not installed on the target",  # removed in 17
+    ]
+    with pytest.raises(errors.Refused, match=r"2 extension\(s\) the source uses: adminpack"):
+        preflight.extensions_creatable(
+            {"citext": "1.6", "hstore": "1.8", "adminpack": "2.1"}, rights, "postgres"
+        )
+
+
+def test_user_without_superuser_may_create_trusted_extensions_only(
+    pg18: pgserver.Server, conn: psycopg.Connection
+) -> None:
+    conn.execute("DROP ROLE IF EXISTS sbm_plain")
+    conn.execute("CREATE ROLE sbm_plain LOGIN PASSWORD 'pw-for-test' CREATEDB")
+    kwargs = {**pg18.connect_kwargs(), "user": "sbm_plain", "password": "pw-for-test"}
+    try:
+        with psycopg.connect(**kwargs) as plain:
+            rights = server.extension_rights(plain)
+        assert rights.refusal("citext") is None
+        assert rights.refusal("pgstattuple") == "not trusted: only a superuser may create it"
+        conn.execute("CREATE ROLE azure_pg_admin NOLOGIN")  # the server now says it is Azure
+        with psycopg.connect(**kwargs) as plain:
+            rights = server.extension_rights(plain)
+        assert rights.refusal("pgstattuple") == (
+            "not trusted: only a superuser or a member of azure_pg_admin may create it"
+        )
+        conn.execute("GRANT azure_pg_admin TO sbm_plain")
+        with psycopg.connect(**kwargs) as plain:
+            rights = server.extension_rights(plain)
+        assert rights.refusal("pgstattuple") is None
+        assert rights.describe() == "Azure Database for PostgreSQL; member of azure_pg_admin"
+    finally:
+        conn.execute("DROP ROLE IF EXISTS sbm_plain")
+        conn.execute("DROP ROLE IF EXISTS azure_pg_admin")
 
 
 def test_locale_missing_on_target_is_refused(conn: psycopg.Connection) -> None:
