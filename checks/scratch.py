@@ -101,7 +101,7 @@ def restore_schema(
         user = _create(target, name, db)
         try:
             source.restore_schema(scratch, target_major=target_major, log=log)
-        except errors.MigrationError:
+        except errors.RestoreFailed:  # the programs' own failure: their log says why
             raise errors.Refused(refusal(log, user)) from None
         seconds = time.monotonic() - started
         with scratch.connect() as conn:
