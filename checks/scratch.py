@@ -108,8 +108,9 @@ def restore_schema(
             objects = len(schema.snapshot(conn))
     except errors.MigrationError as e:
         raise type(e)(f"{e}; {_drop(target, name)}") from None
-    except BaseException:
-        _drop(target, name)  # interrupted: leave nothing behind, then go on unwinding
+    except BaseException as e:
+        # Interrupted: leave nothing behind, say so (for the evidence), and go on unwinding.
+        e.add_note(_drop(target, name))
         log.unlink(missing_ok=True)
         raise
     dropped = _drop(target, name)

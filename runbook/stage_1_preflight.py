@@ -202,12 +202,20 @@ def test_schema_restores_on_target(
         db = server.database(conn, settings.database)
     assert db is not None, f"no database {settings.database} on the source"
     say(f"restoring the source's schema into {scratch.name_for(settings.stamp)} on the target")
-    result = scratch.restore_schema(
-        source,
-        target,
-        db,
-        stamp=settings.stamp,
-        target_major=target_info.major,
-        workdir=settings.workdir,
-    )
+    try:
+        result = scratch.restore_schema(
+            source,
+            target,
+            db,
+            stamp=settings.stamp,
+            target_major=target_info.major,
+            workdir=settings.workdir,
+        )
+    except BaseException as e:
+        if not isinstance(e, errors.MigrationError):  # interrupted: what became of the database
+            run.preflight["scratch_restore"] = {
+                "interrupted": type(e).__name__,
+                "cleanup": "; ".join(getattr(e, "__notes__", [])),
+            }
+        raise
     run.preflight["scratch_restore"] = result.evidence()

@@ -369,14 +369,17 @@ def test_interrupted_scratch_restore_drops_its_database(
     args = (*direct_args(pg15, pg18, tmp_path, database=DB), "--preflight-only")
     proc = _start_runbook(tmp_path, *args, "--allow-active-connections")
     _until(lambda: _scratches(pg18) and _pg_dump_waiting(pg15), proc)
+    (name,) = _scratches(pg18)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode in (2, 130), output[-3000:]  # pytest's "interrupted"; 130 (issue 8)
     assert _scratches(pg18) == [], output[-3000:]
     assert _processes_in_group(proc.pid) == []
-    assert json.loads((tmp_path / "reports" / "evidence.json").read_text())["mode"] == (
-        "preflight-only"
-    )
+    doc = json.loads((tmp_path / "reports" / "evidence.json").read_text())
+    assert doc["preflight"]["scratch_restore"] == {
+        "interrupted": "KeyboardInterrupt",
+        "cleanup": f"the scratch database {name} was dropped",
+    }
     assert not list((tmp_path / "work").iterdir())
 
 
