@@ -106,12 +106,15 @@ def restore_schema(
         seconds = time.monotonic() - started
         with scratch.connect() as conn:
             objects = len(schema.snapshot(conn))
-    except errors.MigrationError as e:
-        raise type(e)(f"{e}; {_drop(target, name)}") from None
     except BaseException as e:
-        # Interrupted: leave nothing behind, say so (for the evidence), and go on unwinding.
-        e.add_note(_drop(target, name))
-        log.unlink(missing_ok=True)
+        # Refused or interrupted (KeyboardInterrupt, a signal's exception): leave nothing behind,
+        # say so, and go on unwinding the same exception.
+        cleanup = _drop(target, name)
+        if isinstance(e, errors.MigrationError) and [type(a) for a in e.args] == [str]:
+            e.args = (f"{e.args[0]}; {cleanup}",)  # its message: one line in the evidence
+        else:
+            e.add_note(cleanup)
+            log.unlink(missing_ok=True)
         raise
     dropped = _drop(target, name)
     if not dropped.endswith(" was dropped"):

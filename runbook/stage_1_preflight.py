@@ -212,10 +212,11 @@ def test_schema_restores_on_target(
             workdir=settings.workdir,
         )
     except BaseException as e:
-        if not isinstance(e, errors.MigrationError):  # interrupted: what became of the database
+        notes = getattr(e, "__notes__", [])
+        if notes:  # interrupted: what became of the scratch database
             run.preflight["scratch_restore"] = {
                 "interrupted": type(e).__name__,
-                "cleanup": "; ".join(getattr(e, "__notes__", [])),
+                "cleanup": "; ".join(notes),
             }
         raise
     run.preflight["scratch_restore"] = result.evidence()
