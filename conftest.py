@@ -4,5 +4,6 @@ pytest_plugins = (
     "fixtures.options",
     "fixtures.run",
     "fixtures.stages",
+    "fixtures.outcome",
     "fixtures.evidence",
 )

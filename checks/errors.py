@@ -35,3 +35,7 @@ class Refused(MigrationError):
 
 class VerificationFailed(MigrationError):
     """Source and target differ after the restore."""
+
+
+class RehearsalUnavailable(MigrationError):
+    """The rehearsal's throwaway servers or cluster cannot start on this machine."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from checks.data import Comparison
 from checks.dumpfile import DumpFile
+from checks.outcome import Outcome
 
 STAGES = ("preflight", "dump", "restore", "verify", "encryption key")
 
@@ -21,6 +22,7 @@ class CheckRecord:
     outcome: str  # passed, failed, skipped
     seconds: float
     message: str = ""
+    applies: bool = True  # False: not part of this run's mode or method (never "not done")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Run:
     kots: dict[str, object] = field(default_factory=dict)  # where the KOTS config came from
     workloads: list[dict[str, object]] | None = None  # Kubernetes mode: the write freeze
     checks: list[CheckRecord] = field(default_factory=list)
+    outcome: Outcome | None = None  # decided at the end (checks.outcome), with the exit status
     # Values that must never appear in anything written: passwords, the key.
     secrets: set[str] = field(default_factory=set, repr=False)
     dump_file: DumpFile | None = field(default=None, repr=False)
@@ -60,7 +63,9 @@ class Run:
                 if "passed" in outcomes
                 else "skipped"
             )
-            reason = next((c.message for c in checks if c.outcome == outcome and c.message), "")
+            # A check that applies but was not done says more than one that does not apply.
+            ranked = sorted(checks, key=lambda c: not c.applies)
+            reason = next((c.message for c in ranked if c.outcome == outcome and c.message), "")
             out.append(
                 {
                     "name": name,
@@ -94,6 +99,7 @@ class Run:
             "started_at": self.started_at,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "verified": self.verified,
+            "outcome": self.outcome.to_dict() if self.outcome else None,
             "stages": self.stages(),
             "checks": [c.__dict__ for c in self.checks],
             "source": self.source,

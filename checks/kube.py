@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -277,3 +278,21 @@ def restore_command(namespace: str, workload: Workload) -> str:
         f"kubectl scale -n {namespace} {workload.kind}/{workload.name} "
         f"--replicas={workload.replicas}"
     )
+
+
+def check_reachable(kube: Kube) -> str:
+    """The API server's URL, once it has answered; ConnectionFailed (one line) when it does not."""
+    api = kube.api()
+    url = api.configuration.host
+    try:
+        client.VersionApi(api).get_code(_request_timeout=10)
+    except ApiException as e:
+        raise _api_error(e, "say its version") from e
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        cause = getattr(e, "reason", None) or e
+        reason = str(cause).rsplit(": ", 1)[-1].strip("')\"")
+        raise errors.ConnectionFailed(
+            f"the Kubernetes API server at {url} does not answer ({reason}): start the cluster "
+            "or pass the right --kubeconfig / --kube-context"
+        ) from e
+    return url

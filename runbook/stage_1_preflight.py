@@ -156,10 +156,12 @@ def _target_tables(target: Endpoint, database: str) -> int | None:
         return server.user_table_count(conn)
 
 
+@pytest.mark.sources(
+    "kubernetes", why="direct mode: stop StackBlitz yourself; other sessions are checked above"
+)
 def test_stackblitz_workloads_are_listed(source: Source, settings: Settings, run: Run) -> None:
     """The write freeze starts here: which workloads could write to the database."""
-    if not isinstance(source, KubernetesSource):
-        pytest.skip("direct mode: stop StackBlitz yourself; other sessions are checked above")
+    assert isinstance(source, KubernetesSource)
     workloads = kube.app_workloads(source.kube, source.pod.namespace)
     run.workloads = [
         {

@@ -28,10 +28,11 @@ from fixtures.options import Settings
 pytestmark = [pytest.mark.stage("dump"), pytest.mark.modes("migrate")]
 
 
+@pytest.mark.sources("kubernetes", why="direct mode: StackBlitz is stopped by hand")
+@pytest.mark.flag("stop_app", why="no --stop-app: StackBlitz's workloads were left running")
 def test_stackblitz_is_stopped(source: Source, settings: Settings, run: Run) -> None:
     """--stop-app: no StackBlitz pod may write after the dump, or its writes would be lost."""
-    if not isinstance(source, KubernetesSource) or not settings.stop_app:
-        pytest.skip("no --stop-app (Kubernetes mode): StackBlitz's workloads were left running")
+    assert isinstance(source, KubernetesSource)
     namespace = source.pod.namespace
     running = [e for e in run.workloads or [] if int(str(e["replicas"]))]
     workloads = [
@@ -54,6 +55,7 @@ def test_stackblitz_is_stopped(source: Source, settings: Settings, run: Run) -> 
     preflight.other_sessions(sessions, settings.database, allow=settings.allow_active_connections)
 
 
+@pytest.mark.methods("seed", why="--method stream: the dump is restored as it is taken")
 def test_dump_is_taken(
     source: Source,
     target_info: server.ServerInfo,
@@ -62,8 +64,6 @@ def test_dump_is_taken(
     say: Callable[[str], None],
 ) -> None:
     """--method seed: the gzip dump file, before anything touches the target."""
-    if settings.method != "seed":
-        pytest.skip("--method stream: the dump is restored as it is taken (next check)")
     dest = dump.dump_path(settings.workdir, settings.database, settings.stamp)
     progress = Progress("dump", say, rows_expected=_rows(source))
     run.dump_file = source.dump(dest, target_major=target_info.major, progress=progress)
@@ -71,6 +71,7 @@ def test_dump_is_taken(
     run.tools = source.tool_versions()
 
 
+@pytest.mark.methods("stream", why="--method seed: the dump file is restored in stage 3")
 def test_dump_is_streamed_into_target(
     source: Source,
     target: Endpoint,
@@ -81,8 +82,6 @@ def test_dump_is_streamed_into_target(
 ) -> None:
     """--method stream: pg_dump's archive into the target's pg_restore and, byte for byte, the
     file."""
-    if settings.method != "stream":
-        pytest.skip("--method seed: the dump file is restored in the restore stage")
     final = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
     log = final.with_name(final.name + ".restore")
     progress = Progress("dump → target", say, rows_expected=_rows(source))
@@ -107,6 +106,7 @@ def test_dump_is_streamed_into_target(
     run.dump = {"method": "stream", **archive.evidence(), **progress.summary()}
 
 
+@pytest.mark.methods("seed", why="--method stream: pg_restore read the archive as it was dumped")
 def test_dump_file_on_disk_is_whole(dump_file: DumpFile) -> None:
     """--method seed: the file is read back before the restore may trust it."""
     on_disk = dumpfile.inspect(dump_file.path)

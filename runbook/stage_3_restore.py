@@ -19,6 +19,7 @@ from fixtures.options import Settings
 pytestmark = [pytest.mark.stage("restore"), pytest.mark.modes("migrate")]
 
 
+@pytest.mark.methods("seed", why="--method stream: the archive was restored in the dump stage")
 def test_dump_is_restored_into_target(
     source: Source,
     target: Endpoint,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fixtures import pgserver
+from fixtures.kots_sample import kots_config_values
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -54,9 +56,22 @@ def target_args(target: pgserver.Server, secrets_dir: Path) -> list[str]:
     ]
 
 
+def kots_args(directory: Path) -> list[str]:
+    """A saved `kubectl kots get config --decrypt` (mode 0600) holding a fresh key."""
+    config = kots_config_values(secrets.token_urlsafe(24))
+    return ["--kots-config-file", str(password_file(directory, "kots-config.yaml", config))]
+
+
 def direct_args(
-    source: pgserver.Server, target: pgserver.Server, secrets_dir: Path, *, database: str
+    source: pgserver.Server,
+    target: pgserver.Server,
+    secrets_dir: Path,
+    *,
+    database: str,
+    key: bool = True,
 ) -> list[str]:
+    """Direct mode between two servers; `key` adds a KOTS config, without which the encryption
+    key stage is not done."""
     return [
         "--source-dsn",
         f"host={source.host} port={source.port} user={source.user}",
@@ -65,6 +80,7 @@ def direct_args(
         *target_args(target, secrets_dir),
         "--database",
         database,
+        *(kots_args(secrets_dir) if key else []),
     ]
 
 

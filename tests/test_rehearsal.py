@@ -14,6 +14,12 @@ def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ign
     assert outcome.code == 0, outcome.output[-3000:]
     doc = outcome.evidence
     assert doc["verified"] is True
+    assert doc["outcome"] == {
+        "status": "passed",
+        "exit_status": 0,
+        "reason": "every check that applies passed",
+    }
+    assert "outcome: PASSED (exit status 0)" in outcome.output
     assert [s["outcome"] for s in doc["stages"]] == ["passed"] * 5
     assert doc["source"]["version"].startswith(source)
     assert doc["target"]["version"].startswith(target)
