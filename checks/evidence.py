@@ -22,7 +22,6 @@ class CheckRecord:
     outcome: str  # passed, failed, skipped
     seconds: float
     message: str = ""
-    applies: bool = True  # False: not part of this run's mode or method (never "not done")
 
 
 @dataclass
@@ -44,6 +43,8 @@ class Run:
     kots: dict[str, object] = field(default_factory=dict)  # where the KOTS config came from
     workloads: list[dict[str, object]] | None = None  # Kubernetes mode: the write freeze
     checks: list[CheckRecord] = field(default_factory=list)
+    # Checks not collected, as they do not apply to this mode or method: stage, check, reason.
+    not_applicable: list[dict[str, str]] = field(default_factory=list)
     outcome: Outcome | None = None  # decided at the end (checks.outcome), with the exit status
     # Values that must never appear in anything written: passwords, the key.
     secrets: set[str] = field(default_factory=set, repr=False)
@@ -54,6 +55,16 @@ class Run:
         for name in STAGES:
             checks = [c for c in self.checks if c.stage == name]
             if not checks:
+                absent = [n for n in self.not_applicable if n["stage"] == name]
+                if absent:
+                    out.append(
+                        {
+                            "name": name,
+                            "outcome": "not applicable",
+                            "seconds": 0.0,
+                            "detail": absent[0]["reason"],
+                        }
+                    )
                 continue
             outcomes = {c.outcome for c in checks}
             outcome = (
@@ -63,9 +74,7 @@ class Run:
                 if "passed" in outcomes
                 else "skipped"
             )
-            # A check that applies but was not done says more than one that does not apply.
-            ranked = sorted(checks, key=lambda c: not c.applies)
-            reason = next((c.message for c in ranked if c.outcome == outcome and c.message), "")
+            reason = next((c.message for c in checks if c.outcome == outcome and c.message), "")
             out.append(
                 {
                     "name": name,
@@ -102,6 +111,7 @@ class Run:
             "outcome": self.outcome.to_dict() if self.outcome else None,
             "stages": self.stages(),
             "checks": [c.__dict__ for c in self.checks],
+            "not_applicable": self.not_applicable,
             "source": self.source,
             "target": self.target,
             "tools": self.tools,

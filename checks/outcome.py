@@ -47,13 +47,13 @@ def decide(checks: list[CheckRecord], pytest_status: int, *, not_run: int = 0) -
         reason = f"{first.stage}: {first.message or first.name}" if first else "a check failed"
         more = f" (and {len(failed) - 1} more failed)" if len(failed) > 1 else ""
         return Outcome("failed", FAILED, reason + more)
-    applicable = [c for c in checks if c.applies]
-    skipped = [c for c in applicable if c.outcome == "skipped"]
-    if not applicable:
+    # Every recorded check applies: those that do not were never collected.
+    skipped = [c for c in checks if c.outcome == "skipped"]
+    if not checks:
         return Outcome("not done", NOT_DONE, "no check that applies to this run ran")
     if skipped:
         first = skipped[0]
-        if len(skipped) == len(applicable):
+        if len(skipped) == len(checks):
             reason = f"nothing was done: {first.message}"
         else:
             reason = f"stage '{first.stage}' was not done: {first.message}"

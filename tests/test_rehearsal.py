@@ -21,6 +21,12 @@ def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ign
     }
     assert "outcome: PASSED (exit status 0)" in outcome.output
     assert [s["outcome"] for s in doc["stages"]] == ["passed"] * 5
+    # What does not apply is listed apart, with its reason, so a clean run shows no "skipped".
+    assert outcome.junit_skips() == []
+    assert all(c["outcome"] == "passed" for c in doc["checks"])
+    not_applicable = {n["check"]: n["reason"] for n in doc["not_applicable"]}
+    assert not_applicable["test_stackblitz_workloads_are_listed"].startswith("direct mode")
+    assert not_applicable["test_dump_is_taken"].startswith("--method stream")
     assert doc["source"]["version"].startswith(source)
     assert doc["target"]["version"].startswith(target)
     names = {f"{t['schema']}.{t['name']}" for t in doc["tables"]}
