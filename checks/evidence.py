@@ -40,6 +40,7 @@ class Run:
     schema_differences: list[str] | None = None
     schema_objects: int | None = None  # how many objects the schema comparison covered
     encryption_key: dict[str, object] | None = None
+    no_key: bool = False  # --no-key: the key is not part of this run's "done"
     kots: dict[str, object] = field(default_factory=dict)  # where the KOTS config came from
     workloads: list[dict[str, object]] | None = None  # Kubernetes mode: the write freeze
     checks: list[CheckRecord] = field(default_factory=list)
@@ -98,6 +99,15 @@ class Run:
             and self.schema_differences == []
         )
 
+    @property
+    def key_status(self) -> str:
+        """Whether the run carried StackBlitz's encryption key forward, in words."""
+        if self.encryption_key:
+            return "captured"
+        if self.no_key:
+            return "not required (--no-key: StackBlitz stays installed as it is)"
+        return "not captured" if self.mode == "migrate" else "not read"
+
     def to_dict(self) -> dict[str, object]:
         comparison = self.comparison
         return {
@@ -125,6 +135,7 @@ class Run:
             "schema_objects": self.schema_objects,
             "schema_differences": self.schema_differences,
             "encryption_key": self.encryption_key,
+            "key_status": self.key_status,
             "kots": self.kots,
             "workloads": self.workloads,
         }

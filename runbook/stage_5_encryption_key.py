@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import pytest
 
-from checks import kots, kots_cli
+from checks import errors, kots, kots_cli
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
 from fixtures.options import Settings
 from fixtures.run import Sides
 
-pytestmark = pytest.mark.stage("encryption key")
+pytestmark = [
+    pytest.mark.stage("encryption key"),
+    # The key is part of a migration's "done": the reinstalled StackBlitz needs it.
+    pytest.mark.modes("migrate", "preflight-only", why="a verify-only run compares data only"),
+    pytest.mark.flag(
+        "no_key", on=False, why="--no-key: StackBlitz stays installed as it is, with its key"
+    ),
+]
 
 
 def _config_text(sides: Sides, settings: Settings, run: Run) -> str:
@@ -24,9 +31,10 @@ def _config_text(sides: Sides, settings: Settings, run: Run) -> str:
         return sides.kots_config_file.read_text()
     source = sides.source
     if not isinstance(source, KubernetesSource):
-        pytest.skip(
+        raise errors.KeyNotFound(
             "no --kots-config-file: save `kubectl kots get config -n NS --appslug stackblitz "
-            "--current --decrypt` to a file (mode 0600) and pass it"
+            "--current --decrypt` to a file (mode 0600) and pass it, or pass --no-key when "
+            "StackBlitz stays installed as it is"
         )
     namespace = source.pod.namespace
     deployed = kots_cli.deployed_version(source.kube, namespace, settings.kots_app)

@@ -136,11 +136,9 @@ def small_db(pg15: pgserver.Server, pg18: pgserver.Server) -> Iterator[str]:
     drop()
 
 
-def test_verification_failure_is_1_even_with_a_check_not_done(
+def test_verification_failure_is_1(
     small_db: str, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
 ) -> None:
-    """A difference fails the run (1); the key stage, not done without --kots-config-file, does
-    not hide it behind a 6."""
     with _admin(pg18) as conn:
         conn.execute(f"CREATE DATABASE {small_db}")
     with _admin(pg18, small_db) as conn:
@@ -150,19 +148,36 @@ def test_verification_failure_is_1_even_with_a_check_not_done(
     run = run_runbook(tmp_path, *args, "--verify-only")
     doc = _assert_outcome(run, "failed", 1, "verify: VerificationFailed:")
     assert doc["verified"] is False
-    stages = {s["name"]: s["outcome"] for s in doc["stages"]}
-    assert stages["verify"] == "failed" and stages["encryption key"] == "skipped"
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["verify"]["outcome"] == "failed"
+    # the key is not part of a verify-only run: no KOTS config needed
+    assert stages["encryption key"]["outcome"] == "not applicable"
 
 
-def test_migration_without_the_key_is_not_done(
+def test_migration_without_the_key_fails_the_key_stage(
     small_db: str, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
 ) -> None:
-    """Every other stage passed and verified, but the key was not captured: not done (6)."""
+    """The data is verified, but the reinstalled StackBlitz would not read it without the key:
+    the run is not done, so it fails (1) and says how to capture the key or to waive it."""
     run = run_runbook(tmp_path, *direct_args(pg15, pg18, tmp_path, database=small_db, key=False))
-    doc = _assert_outcome(
-        run, "not done", 6, "stage 'encryption key' was not done: no --kots-config-file"
-    )
-    assert doc["verified"] is True  # the data is verified; the run as a whole is not done
+    doc = _assert_outcome(run, "failed", 1, "encryption key: KeyNotFound: no --kots-config-file")
+    assert "--no-key" in doc["outcome"]["reason"]
+    assert doc["verified"] is True  # the data matched; the run as a whole did not pass
+    assert doc["key_status"] == "not captured"
+    assert "key: not captured" in run.output
+
+
+def test_no_key_leaves_the_key_out_and_says_so(
+    small_db: str, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    args = direct_args(pg15, pg18, tmp_path, database=small_db, key=False)
+    run = run_runbook(tmp_path, *args, "--no-key")
+    doc = _assert_outcome(run, "passed", 0, "every check that applies passed")
+    assert doc["key_status"].startswith("not required (--no-key")
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["encryption key"]["outcome"] == "not applicable"
+    assert stages["encryption key"]["detail"].startswith("--no-key:")
+    assert doc["encryption_key"] is None
 
 
 def _record(outcome_: str, *, stage: str = "verify") -> CheckRecord:

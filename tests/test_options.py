@@ -29,6 +29,10 @@ from tests.runbook_cli import run_runbook
             "cannot read password file /nope",
         ),
         (["--rehearsal", "--method", "fast"], "--method 'fast': use one of stream, seed"),
+        (
+            ["--rehearsal", "--no-key", "--key-out", "/tmp/k"],
+            "--no-key skips the encryption key, --key-out asks for it: pick one",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
