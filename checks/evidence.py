@@ -141,11 +141,14 @@ class Run:
         }
 
 
-def write_json(run: Run, path: Path) -> None:
+def write_json(run: Run, path: Path) -> dict[str, object]:
+    """Write the run's evidence (atomically) and return what was written."""
+    doc = run.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(run.to_dict(), indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     os.replace(tmp, path)
+    return json.loads(path.read_text())  # as written: plain JSON values
 
 
 def leaked(directory: Path, secrets: set[str]) -> list[Path]:
@@ -158,3 +161,35 @@ def leaked(directory: Path, secrets: set[str]) -> list[Path]:
             if any(n in data for n in needles):
                 hits.append(path)
     return hits
+
+
+def junit_properties(doc: dict[str, object]) -> dict[str, str]:
+    """The run's key facts as flat JUnit properties, for the tools that file JUnit."""
+    outcome = doc["outcome"] or {}
+    source, target = doc["source"], doc["target"]
+    identity = doc.get("identity") or {}
+    outage = doc.get("outage") or {}
+    dump = doc["dump"] or {}
+    props: dict[str, object] = {
+        "verified": doc["verified"],
+        "outcome": outcome.get("status"),  # type: ignore[union-attr]
+        "exit_status": outcome.get("exit_status"),  # type: ignore[union-attr]
+        "change_id": identity.get("change_id"),  # type: ignore[union-attr]
+        "mode": doc["mode"],
+        "rehearsal": doc["rehearsal"],
+        "database": doc["database"],
+        "source_version": source.get("version"),  # type: ignore[union-attr]
+        "target_version": target.get("version"),  # type: ignore[union-attr]
+        "outage_seconds": outage.get("seconds"),  # type: ignore[union-attr]
+        "key_status": doc["key_status"],
+    }
+    sha = dump.get("sha256")  # type: ignore[union-attr]
+    if isinstance(sha, dict):  # --method stream: one archive per part
+        props |= {f"dump_sha256:{part}": value for part, value in sha.items()}
+    else:
+        props["dump_sha256"] = sha
+    return {
+        k: str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in props.items()
+        if v is not None
+    }

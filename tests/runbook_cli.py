@@ -35,6 +35,12 @@ class Outcome:
         root = ET.parse(self.reports / "junit.xml").getroot()
         return [s.get("message", "") for s in root.iter("skipped")]
 
+    def junit_suite(self) -> tuple[str, dict[str, str]]:
+        """The JUnit suite's name and properties."""
+        suite = next(ET.parse(self.reports / "junit.xml").getroot().iter("testsuite"))
+        props = {p.get("name", ""): p.get("value", "") for p in suite.iter("property")}
+        return suite.get("name", ""), props
+
 
 def password_file(directory: Path, name: str, password: str) -> Path:
     path = directory / name

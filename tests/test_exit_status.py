@@ -27,6 +27,8 @@ def _assert_outcome(run: Outcome, status: str, code: int, reason: str) -> dict: 
     assert reason in stated["reason"] and "\n" not in stated["reason"], stated
     said = [line.strip() for line in run.output.splitlines() if line.strip().startswith("outcome:")]
     assert said == [f"outcome: {status.upper()} (exit status {code}): {stated['reason']}"]
+    _, props = run.junit_suite()  # and JUnit, for the machines
+    assert (props["outcome"], props["exit_status"]) == (status, str(code))
     return doc
 
 

@@ -45,6 +45,18 @@ def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ign
     for name in ("junit.xml", "report.html", "evidence.json"):
         assert (outcome.reports / name).stat().st_size > 0
     assert "VERIFIED" in (outcome.reports / "report.html").read_text()
+    # JUnit for machines: the suite is the tool's, and carries the run's key facts
+    name, props = outcome.junit_suite()
+    assert name == "stackblitz-migrate"
+    assert props["verified"] == "true" and props["exit_status"] == "0"
+    assert props["outcome"] == "passed" and props["key_status"] == "captured"
+    assert props["database"] == doc["database"]
+    assert (props["source_version"], props["target_version"]) == (
+        doc["source"]["version"],
+        doc["target"]["version"],
+    )
+    dump_sums = {k.removeprefix("dump_sha256:"): v for k, v in props.items() if "sha256" in k}
+    assert dump_sums == doc["dump"]["sha256"] and len(dump_sums) == 4
 
 
 def test_rehearsal_older_source_to_newer_target(tmp_path: Path) -> None:
