@@ -3,6 +3,7 @@
 pytest_plugins = (
     "fixtures.options",
     "fixtures.run",
+    "fixtures.identity",
     "fixtures.applicability",
     "fixtures.stages",
     "fixtures.outcome",

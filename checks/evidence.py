@@ -22,6 +22,8 @@ class CheckRecord:
     outcome: str  # passed, failed, skipped
     seconds: float
     message: str = ""
+    started: float | None = None  # the check's own start and end, seconds since the epoch
+    stopped: float | None = None
 
 
 @dataclass
@@ -44,6 +46,8 @@ class Run:
     kots: dict[str, object] = field(default_factory=dict)  # where the KOTS config came from
     workloads: list[dict[str, object]] | None = None  # Kubernetes mode: the write freeze
     checks: list[CheckRecord] = field(default_factory=list)
+    # Who ran it, from where, with what: change id, operator, tool, cluster (fixtures.identity).
+    identity: dict[str, object] = field(default_factory=dict)
     # Checks not collected, as they do not apply to this mode or method: stage, check, reason.
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     outcome: Outcome | None = None  # decided at the end (checks.outcome), with the exit status
@@ -100,6 +104,37 @@ class Run:
         )
 
     @property
+    def outage(self) -> dict[str, object] | None:
+        """A migration's outage as the evidence shows it: from StackBlitz's stop (--stop-app; else
+        the dump's start, StackBlitz having been stopped by hand before) to passed verification."""
+        dump = [c for c in self.checks if c.stage == "dump" and c.started]
+        if self.mode != "migrate" or not dump:
+            return None
+        first = min(dump, key=lambda c: c.started or 0.0)
+        began = first.started or 0.0
+        by_runbook = first.name == "test_stackblitz_is_stopped"
+        verify = [c for c in self.checks if c.stage == "verify" and c.stopped]
+        ended = max((c.stopped or 0.0 for c in verify), default=None) if self.verified else None
+        return {
+            "began_at": _iso(began),
+            "began_with": "StackBlitz stopped by the runbook (--stop-app)"
+            if by_runbook
+            else "the dump began (StackBlitz was stopped beforehand)",
+            "verified_at": _iso(ended) if ended else None,
+            "seconds": round(ended - began, 1) if ended else None,
+        }
+
+    @property
+    def stackblitz(self) -> dict[str, object] | None:
+        """The StackBlitz version deployed, as KOTS reports it (Kubernetes mode, key stage)."""
+        if "deployed_version" not in self.kots:
+            return None
+        return {
+            "version": self.kots["deployed_version"],
+            "kots_sequence": self.kots.get("deployed_sequence"),
+        }
+
+    @property
     def key_status(self) -> str:
         """Whether the run carried StackBlitz's encryption key forward, in words."""
         if self.encryption_key:
@@ -117,6 +152,7 @@ class Run:
             "database": self.database,
             "started_at": self.started_at,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "identity": self.identity,
             "verified": self.verified,
             "outcome": self.outcome.to_dict() if self.outcome else None,
             "stages": self.stages(),
@@ -134,11 +170,17 @@ class Run:
             "data_differences": comparison.differences if comparison else None,
             "schema_objects": self.schema_objects,
             "schema_differences": self.schema_differences,
+            "outage": self.outage,
+            "stackblitz": self.stackblitz,
             "encryption_key": self.encryption_key,
             "key_status": self.key_status,
             "kots": self.kots,
             "workloads": self.workloads,
         }
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def write_json(run: Run, path: Path) -> dict[str, object]:

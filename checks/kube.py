@@ -296,3 +296,17 @@ def check_reachable(kube: Kube) -> str:
             "or pass the right --kubeconfig / --kube-context"
         ) from e
     return url
+
+
+def describe_cluster(kube: Kube) -> dict[str, str | None]:
+    """The kubeconfig context and API server URL the run uses, read from the kubeconfig alone
+    (the evidence names them even when the cluster does not answer)."""
+    try:
+        _, active = config.list_kube_config_contexts(
+            config_file=str(kube.kubeconfig) if kube.kubeconfig else None
+        )
+        context = kube.context or active["name"]
+        server = kube.api().configuration.host
+    except (ConfigException, OSError, errors.UsageError, KeyError, TypeError) as e:
+        return {"context": kube.context, "server": None, "error": str(e).splitlines()[0][:200]}
+    return {"context": context, "server": server}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -114,3 +116,11 @@ def run_runbook(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Out
         check=False,
     )
     return Outcome(proc.returncode, proc.stdout + proc.stderr, reports, workdir)
+
+
+def verdict_box(report: Path) -> str:
+    """The text of report.html's verdict box, tags dropped and spaces squeezed."""
+    found = re.search(r'<div class="verdict" id="verdict".*?</table></div>', report.read_text())
+    assert found, f"no verdict box in {report}"
+    text = html.unescape(re.sub(r"<[^>]+>", " ", found.group(0)))
+    return " ".join(text.split())

@@ -15,7 +15,7 @@ import pytest
 from checks import outcome
 from checks.evidence import CheckRecord
 from fixtures import pgserver
-from tests.runbook_cli import Outcome, direct_args, run_runbook
+from tests.runbook_cli import Outcome, direct_args, run_runbook, verdict_box
 
 
 def _assert_outcome(run: Outcome, status: str, code: int, reason: str) -> dict:  # type: ignore[type-arg]
@@ -74,6 +74,10 @@ def test_unreachable_cluster_is_not_done(tmp_path: Path) -> None:
     )
     run = run_runbook(tmp_path, "--rehearsal=cluster", "--kubeconfig", str(kubeconfig))
     _nothing_done(run, "--rehearsal=cluster cannot start: the Kubernetes API server at https://")
+    # the evidence names the cluster the run was pointed at, from the kubeconfig alone
+    cluster = run.evidence["identity"]["cluster"]
+    assert cluster["context"] == "gone" and cluster["server"].startswith("https://127.0.0.1:")
+    assert f"context gone at {cluster['server']}" in verdict_box(run.reports / "report.html")
 
 
 def test_missing_postgresql_programs_are_not_done(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from fixtures import containers
-from tests.runbook_cli import run_runbook
+from tests.runbook_cli import REPO, run_runbook, verdict_box
 
 
 def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ignore[no-untyped-def]
@@ -44,7 +47,18 @@ def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ign
     assert doc["encryption_key"]["fingerprint"].startswith("sha256:")
     for name in ("junit.xml", "report.html", "evidence.json"):
         assert (outcome.reports / name).stat().st_size > 0
-    assert "VERIFIED" in (outcome.reports / "report.html").read_text()
+    # the run's identity, in the evidence and in the report's verdict box
+    identity = doc["identity"]
+    assert identity["operator"] == {"user": getpass.getuser(), "host": socket.gethostname()}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO)
+    assert identity["tool"]["commit"].startswith(head.stdout.strip())
+    outage = doc["outage"]
+    assert 0 < outage["seconds"] < 600 and outage["began_at"] <= outage["verified_at"]
+    assert outage["began_with"].startswith("the dump began")
+    box = verdict_box(outcome.reports / "report.html")
+    assert box.startswith("PASSED: migration of stackblitz_production (rehearsal: embedded)")
+    for fact in (f"outage {outage['seconds']} s", "data verified yes", "encryption key captured"):
+        assert fact in box, box
     # JUnit for machines: the suite is the tool's, and carries the run's key facts
     name, props = outcome.junit_suite()
     assert name == "stackblitz-migrate"
@@ -60,8 +74,11 @@ def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ign
 
 
 def test_rehearsal_older_source_to_newer_target(tmp_path: Path) -> None:
-    outcome = run_runbook(tmp_path, "--rehearsal")
+    outcome = run_runbook(tmp_path, "--rehearsal", "--change-id", "CHG-4711")
     _assert_verified(outcome, source="15.", target="18.")
+    assert outcome.evidence["identity"]["change_id"] == "CHG-4711"
+    assert outcome.junit_suite()[1]["change_id"] == "CHG-4711"
+    assert "change CHG-4711" in verdict_box(outcome.reports / "report.html")
 
 
 def test_rehearsal_same_major(tmp_path: Path) -> None:

@@ -1,0 +1,49 @@
+"""Who ran the runbook, from where, with which copy of it: the run's identity in the evidence."""
+
+from __future__ import annotations
+
+import getpass
+import platform
+import socket
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def operator() -> dict[str, str]:
+    """The user and host that ran the runbook."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a uid without a passwd entry (some containers)
+        user = "unknown"
+    return {"user": user, "host": socket.gethostname()}
+
+
+def tool(repo: Path = REPO) -> dict[str, str]:
+    """This checkout's version and git commit ("+local changes" when it differs from it)."""
+    version = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"]
+    return {
+        "version": version,
+        "commit": _commit(repo),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def _commit(repo: Path) -> str:
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, check=False
+        )
+
+    try:
+        head = git("rev-parse", "HEAD")
+        changes = git("status", "--porcelain", "--untracked-files=no")
+    except OSError:
+        return "unknown (no git)"
+    if head.returncode != 0:
+        return "unknown (not a git checkout)"
+    return head.stdout.strip() + (" +local changes" if changes.stdout.strip() else "")
