@@ -48,6 +48,8 @@ class Run:
     checks: list[CheckRecord] = field(default_factory=list)
     # Who ran it, from where, with what: change id, operator, tool, cluster (fixtures.identity).
     identity: dict[str, object] = field(default_factory=dict)
+    # How the evidence is sealed: SHA256SUMS, and its signature with --sign-key.
+    seal: dict[str, object] = field(default_factory=dict)
     # Checks not collected, as they do not apply to this mode or method: stage, check, reason.
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     outcome: Outcome | None = None  # decided at the end (checks.outcome), with the exit status
@@ -171,6 +173,7 @@ class Run:
             "schema_objects": self.schema_objects,
             "schema_differences": self.schema_differences,
             "outage": self.outage,
+            "seal": self.seal,
             "stackblitz": self.stackblitz,
             "encryption_key": self.encryption_key,
             "key_status": self.key_status,
