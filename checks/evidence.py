@@ -50,6 +50,7 @@ class Run:
     identity: dict[str, object] = field(default_factory=dict)
     # How the evidence is sealed: SHA256SUMS, and its signature with --sign-key.
     seal: dict[str, object] = field(default_factory=dict)
+    approved_preflight: dict[str, object] | None = None  # --preflight-evidence: the run approved
     # Checks not collected, as they do not apply to this mode or method: stage, check, reason.
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     outcome: Outcome | None = None  # decided at the end (checks.outcome), with the exit status
@@ -174,6 +175,7 @@ class Run:
             "schema_differences": self.schema_differences,
             "outage": self.outage,
             "seal": self.seal,
+            "approved_preflight": self.approved_preflight,
             "stackblitz": self.stackblitz,
             "encryption_key": self.encryption_key,
             "key_status": self.key_status,

@@ -30,6 +30,14 @@ from tests.runbook_cli import run_runbook
         ),
         (["--rehearsal", "--method", "fast"], "--method 'fast': use one of stream, seed"),
         (
+            ["--rehearsal", "--preflight-only", "--preflight-evidence", "/tmp"],
+            "--preflight-evidence belongs to the migration run, not a preflight-only run",
+        ),
+        (
+            ["--rehearsal", "--preflight-evidence", "/nope"],
+            "--preflight-evidence /nope holds no evidence.json",
+        ),
+        (
             ["--rehearsal", "--no-key", "--key-out", "/tmp/k"],
             "--no-key skips the encryption key, --key-out asks for it: pick one",
         ),
