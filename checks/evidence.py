@@ -110,7 +110,7 @@ class Run:
     def outage(self) -> dict[str, object] | None:
         """A migration's outage as the evidence shows it: from StackBlitz's stop (--stop-app; else
         the dump's start, StackBlitz having been stopped by hand before) to passed verification."""
-        dump = [c for c in self.checks if c.stage == "dump" and c.started]
+        dump = [c for c in self.checks if c.stage == "dump" and c.outcome != "skipped"]
         if self.mode != "migrate" or not dump:
             return None
         first = min(dump, key=lambda c: c.started or 0.0)

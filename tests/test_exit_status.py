@@ -37,6 +37,7 @@ def _nothing_done(run: Outcome, reason: str) -> None:
     doc = _assert_outcome(run, "not done", outcome.NOT_DONE, f"nothing was done: {reason}")
     assert doc["verified"] is False
     assert {s["outcome"] for s in doc["stages"]} == {"skipped"}
+    assert doc["outage"] is None  # nothing was stopped or dumped
     assert "Traceback" not in run.output
 
 
