@@ -3,8 +3,8 @@
 pytest_plugins = (
     "fixtures.options",
     "fixtures.run",
-    "fixtures.identity",
     "fixtures.applicability",
+    "fixtures.identity",
     "fixtures.stages",
     "fixtures.outcome",
     "fixtures.evidence",
