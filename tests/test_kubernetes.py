@@ -150,6 +150,11 @@ def test_kubernetes_migration_is_verified(
     # the key of the deployed sequence (4), not of the newest row (5, pending) nor of 3
     assert doc["kots"]["deployed_sequence"] == 4
     assert key_out.read_text() == KEY + "\n"
+    # the run's identity: the StackBlitz version deployed, the cluster, the outage from the stop
+    assert doc["stackblitz"] == {"version": "1.2.0", "kots_sequence": 4}
+    assert doc["identity"]["cluster"]["server"].startswith("https://")
+    assert doc["outage"]["began_with"] == "StackBlitz stopped by the runbook (--stop-app)"
+    assert doc["outage"]["seconds"] > 0
     # bytea with every byte value made it across
     with _connect_target(host_target, sbns.DATABASE) as conn:
         seen = conn.execute(
