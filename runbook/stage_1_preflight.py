@@ -174,6 +174,36 @@ def test_stackblitz_workloads_are_listed(source: Source, settings: Settings, run
     ]
 
 
+@pytest.mark.modes("migrate", why="--preflight-evidence belongs to the migration run")
+@pytest.mark.flag(
+    "preflight_evidence", why="no --preflight-evidence: not compared with an approved preflight"
+)
+def test_facts_match_the_approved_preflight(
+    source: Source,
+    source_info: server.ServerInfo,
+    target_info: server.ServerInfo,
+    settings: Settings,
+    run: Run,
+) -> None:
+    """The change was approved on a preflight-only run: same servers, majors and extensions, and
+    a database at most approval.GROWTH larger, or the approval no longer holds."""
+    assert settings.preflight_evidence
+    approved, run.approved_preflight = approval.load(settings.preflight_evidence)
+    with source.connect() as conn:
+        db = server.database(conn, settings.database)
+        extensions = server.extensions(conn)
+    now = approval.Facts(
+        database=settings.database,
+        source_server=approval.server_key(run.source),
+        target_server=approval.server_key(run.target),
+        source_major=source_info.major,
+        target_major=target_info.major,
+        size_bytes=db.size_bytes if db else 0,
+        extensions=frozenset(extensions),
+    )
+    approval.check(approved, now, settings.preflight_evidence)
+
+
 @CHANGES
 def test_scratch_databases_of_earlier_runs_are_dropped(
     target: Endpoint, target_info: server.ServerInfo, run: Run
@@ -222,33 +252,3 @@ def test_schema_restores_on_target(
             }
         raise
     run.preflight["scratch_restore"] = result.evidence()
-
-
-@pytest.mark.modes("migrate", why="--preflight-evidence belongs to the migration run")
-@pytest.mark.flag(
-    "preflight_evidence", why="no --preflight-evidence: not compared with an approved preflight"
-)
-def test_facts_match_the_approved_preflight(
-    source: Source,
-    source_info: server.ServerInfo,
-    target_info: server.ServerInfo,
-    settings: Settings,
-    run: Run,
-) -> None:
-    """The change was approved on a preflight-only run: same servers, majors and extensions, and
-    a database at most approval.GROWTH larger, or the approval no longer holds."""
-    assert settings.preflight_evidence
-    approved, run.approved_preflight = approval.load(settings.preflight_evidence)
-    with source.connect() as conn:
-        db = server.database(conn, settings.database)
-        extensions = server.extensions(conn)
-    now = approval.Facts(
-        database=settings.database,
-        source_server=approval.server_key(run.source),
-        target_server=approval.server_key(run.target),
-        source_major=source_info.major,
-        target_major=target_info.major,
-        size_bytes=db.size_bytes if db else 0,
-        extensions=frozenset(extensions),
-    )
-    approval.check(approved, now, settings.preflight_evidence)
