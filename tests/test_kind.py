@@ -84,8 +84,9 @@ def test_kind_create_failure_names_the_step_and_its_message(tmp_path: Path) -> N
             pass
     message = str(caught.value)
     assert message.startswith("step 'Preparing nodes': ERROR: failed to create cluster"), message
+    assert message.endswith(f"(log: {tmp_path / f'kind-{name}.log'})"), message
+    assert "it said: docker: Error response from daemon" in message
     assert "unable to apply caps: operation not permitted" in message
-    assert f"(log: {tmp_path / f'kind-{name}.log'})" in message
     assert name not in _clusters()
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=io.x-k8s.kind.cluster={name}"],
