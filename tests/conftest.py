@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fixtures import pgserver
+from fixtures import kind_cluster, pgserver
 from tests import clusters
 
 
@@ -31,3 +31,19 @@ def pg15() -> Iterator[pgserver.Server]:
 def pg18() -> Iterator[pgserver.Server]:
     with pgserver.running_server(18) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def test_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[clusters.TestCluster]:
+    """The cluster --test-cluster names (tests/clusters.py), made for the session."""
+    try:
+        with (
+            clusters.kind(tmp_path_factory.mktemp("kind"))
+            if request.config.getoption("test_cluster") == "kind"
+            else clusters.own()
+        ) as made:
+            yield made
+    except (RuntimeError, kind_cluster.KindUnavailable) as e:
+        pytest.fail(str(e))

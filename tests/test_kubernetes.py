@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from checks import errors, kube
-from fixtures import kind_cluster, pgserver
+from fixtures import pgserver
 from fixtures import stackblitz_namespace as sbns
 from fixtures.kots_sample import kots_config_values
 from tests import clusters
@@ -44,22 +44,6 @@ VERSIONS = [  # newest first, as the CLI prints them: the top row is not the dep
         "deployedAt": "2026-10-01T10:00:00Z",
     },
 ]
-
-
-@pytest.fixture(scope="session")
-def test_cluster(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[clusters.TestCluster]:
-    """The cluster --test-cluster names (tests/clusters.py), made for the session."""
-    try:
-        with (
-            clusters.kind(tmp_path_factory.mktemp("kind"))
-            if request.config.getoption("test_cluster") == "kind"
-            else clusters.own()
-        ) as made:
-            yield made
-    except (RuntimeError, kind_cluster.KindUnavailable) as e:
-        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")
