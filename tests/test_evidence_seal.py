@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runbook_cli import Outcome, run_runbook
+from tests.runbook_cli import KIND_ABSENT, Outcome, run_runbook
 
 IDENTITY = "operator@example.com"
 
@@ -78,7 +78,7 @@ def test_signed_evidence_verifies_and_one_edited_byte_does_not(
 
 
 def test_unsigned_runs_still_write_sums(tmp_path: Path) -> None:
-    run: Outcome = run_runbook(tmp_path, "--rehearsal=kind")  # cannot start here: fast
+    run: Outcome = run_runbook(tmp_path, "--rehearsal=kind", env=KIND_ABSENT)  # not done: fast
     sums = subprocess.run(
         ["sha256sum", "-c", "SHA256SUMS"], cwd=run.reports, capture_output=True, text=True
     )

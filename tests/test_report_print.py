@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runbook_cli import Outcome, run_runbook
+from tests.runbook_cli import KIND_ABSENT, Outcome, run_runbook
 
 
 def _pdf(report: Path) -> Path:
@@ -74,7 +74,7 @@ def test_a_migration_report_prints_with_the_verdict_on_page_1(tmp_path: Path) ->
 
 
 def test_a_run_not_done_prints_so_on_page_1(tmp_path: Path) -> None:
-    run = run_runbook(tmp_path, "--rehearsal=kind")
+    run = run_runbook(tmp_path, "--rehearsal=kind", env=KIND_ABSENT)
     assert run.code == 6, run.output[-3000:]
     first = _page(_pdf(run.reports / "report.html"), 1)
     assert "NOT DONE: migration of stackblitz_production (rehearsal: kind)" in first, first
