@@ -48,6 +48,11 @@ def config_values(kube: Kube, namespace: str, app: str, *, sequence: int | None)
     return _run(kube, ["get", "config", "-n", namespace, "--appslug", app, *which, "--decrypt"])
 
 
+# Rows per `get versions` call: the CLI's default is 20, and an install that downloads updates
+# nobody deploys can hold many more versions newer than the deployed one.
+PAGE_SIZE = 100
+
+
 @dataclass(frozen=True)
 class Deployed:
     sequence: int
@@ -55,18 +60,52 @@ class Deployed:
     deployed_at: str
 
 
-def deployed_version(kube: Kube, namespace: str, app: str) -> Deployed:
-    """The version that runs: newest first is not enough (the top row may be pending, and
-    several rows can say deployed), so take the deployed row with the latest deployedAt."""
-    out = _run(kube, ["get", "versions", app, "-n", namespace, "-o", "json"])
-    try:
-        rows = json.loads(out)
-    except json.JSONDecodeError as e:
-        raise errors.KeyNotFound(f"`kubectl kots get versions` did not print JSON: {e}") from e
+@dataclass(frozen=True)
+class Versions:
+    deployed: Deployed | None  # None: no row says deployed
+    rows: int  # how many rows the CLI listed
+    pages: int  # in how many calls
+
+
+def versions(kube: Kube, namespace: str, app: str, *, page_size: int = PAGE_SIZE) -> Versions:
+    """Every row of `kubectl kots get versions`, page by page (`--current-page` counts from 0;
+    a page shorter than `--page-size` is the last), and the version that runs: newest first is
+    not enough (the top row may be pending, and several rows can say deployed), so the deployed
+    row with the latest deployedAt."""
+    rows: list[dict] = []  # type: ignore[type-arg]
+    page = 0
+    while True:
+        out = _run(
+            kube,
+            [
+                "get",
+                "versions",
+                app,
+                "-n",
+                namespace,
+                "-o",
+                "json",
+                "--page-size",
+                str(page_size),
+                "--current-page",
+                str(page),
+            ],
+        )
+        try:
+            got = json.loads(out) or []  # past the end the CLI may print null
+        except json.JSONDecodeError as e:
+            raise errors.KeyNotFound(f"`kubectl kots get versions` did not print JSON: {e}") from e
+        if not isinstance(got, list):
+            raise errors.KeyNotFound("`kubectl kots get versions -o json` printed no list")
+        rows += got
+        page += 1
+        if len(got) < page_size:
+            break
     deployed = [r for r in rows if str(r.get("status", "")).lower() == "deployed"]
     if not deployed:
-        raise errors.KeyNotFound(f"no deployed version of {app} in namespace {namespace}")
+        return Versions(None, len(rows), page)
     best = max(deployed, key=lambda r: (str(r.get("deployedAt") or ""), int(r.get("sequence", 0))))
-    return Deployed(
+    found = Deployed(
         int(best["sequence"]), str(best.get("versionLabel", "")), str(best.get("deployedAt", ""))
     )
+    return Versions(found, len(rows), page)

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import urllib3
@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from checks import errors
+from checks import container_env, discovery, errors
 
 # Where StackBlitz installs: `default` on embedded installs, `stackblitz` on existing clusters.
 STACKBLITZ_NAMESPACES = ("default", "stackblitz")
@@ -63,12 +63,9 @@ class PostgresPod:
     namespace: str
     name: str
     container: str
-    user: str  # the pod's own POSTGRES_USER
-
-
-def _is_candidate(name: str) -> bool:
-    # The seed: `grep postgres | grep -v kots` (KOTS runs a postgres of its own).
-    return "postgres" in name and "kots" not in name
+    user: str  # the container's own POSTGRES_USER (or POSTGRES_USER_FILE's contents)
+    # How discovery chose, for the evidence: the namespace, the pods passed over, the container.
+    found: dict[str, object] = field(default_factory=dict, compare=False)
 
 
 def _api_error(e: ApiException, what: str) -> errors.MigrationError:
@@ -76,32 +73,63 @@ def _api_error(e: ApiException, what: str) -> errors.MigrationError:
     return errors.ConnectionFailed(f"the Kubernetes API refused to {what}: {reason}")
 
 
-def find_postgres_pod(kube: Kube, *, namespace: str | None, pod_name: str | None) -> PostgresPod:
-    """The one running, ready StackBlitz PostgreSQL pod, as the seed finds it, but strictly."""
+def _list_pods(core: client.CoreV1Api, ns: str) -> list[client.V1Pod]:
+    try:
+        return list(core.list_namespaced_pod(ns).items)
+    except ApiException as e:
+        if e.status == 404:
+            return []
+        raise _api_error(e, f"list pods in namespace {ns}") from e
+
+
+def find_postgres_pod(
+    kube: Kube, *, namespace: str | None, pod_name: str | None, container: str | None = None
+) -> PostgresPod:
+    """The one running, ready StackBlitz PostgreSQL pod, as the seed finds it but strictly, and
+    the container in it that runs PostgreSQL, confirmed by running its pg_dump."""
     core = client.CoreV1Api(kube.api())
+    ns, pod, found = _find_pod(core, namespace, pod_name)
+    name = pod.metadata.name
+    ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    if pod.status.phase != "Running" or not ready:
+        raise errors.Refused(
+            f"pod {ns}/{name} is {pod.status.phase}, ready={ready}: wait until it runs and is ready"
+        )
+    read = _reader(core, ns)
+    envs = {c.name: container_env.build(c, pod, read) for c in pod.spec.containers}
+    choice = discovery.choose_container(pod, envs, named=container)
+    pg_dump, user = _probe(kube, ns, name, choice.name, [c.name for c in pod.spec.containers])
+    found.update(
+        container=choice.name,
+        container_chosen_by=choice.why,
+        containers=[c.name for c in pod.spec.containers],
+        pg_dump=pg_dump,
+        user=user,
+        user_from=_user_origin(envs[choice.name], user),
+    )
+    return PostgresPod(ns, name, choice.name, user, found)
+
+
+def _find_pod(
+    core: client.CoreV1Api, namespace: str | None, pod_name: str | None
+) -> tuple[str, client.V1Pod, dict[str, object]]:
+    """The pod, its namespace and how they were found (for the evidence)."""
     namespaces = [namespace] if namespace else list(STACKBLITZ_NAMESPACES)
-    found: dict[str, list[client.V1Pod]] = {}
-    seen: list[str] = []
-    for ns in namespaces:
-        try:
-            pods = core.list_namespaced_pod(ns).items
-        except ApiException as e:
-            if e.status == 404:
-                continue
-            raise _api_error(e, f"list pods in namespace {ns}") from e
-        seen += [f"{ns}/{p.metadata.name}" for p in pods]
-        chosen = [
-            p
-            for p in pods
-            if (p.metadata.name == pod_name if pod_name else _is_candidate(p.metadata.name))
-        ]
-        if chosen:
-            found[ns] = chosen
-    where = ", ".join(namespaces)
+    listed = {ns: _list_pods(core, ns) for ns in namespaces}
+    how = "--namespace" if namespace else "one of the seed's namespaces (default, stackblitz)"
+    if pod_name:
+        return _named_pod(listed, pod_name, how)
+    found = {ns: [p for p in pods if discovery.is_candidate(p)] for ns, pods in listed.items()}
+    found = {ns: pods for ns, pods in found.items() if pods}
+    if not found and not namespace:
+        found, how = _search(core, listed)
     if not found:
-        what = f"pod {pod_name}" if pod_name else "postgres pod (name with 'postgres', not 'kots')"
+        seen = [f"{n}/{p.metadata.name}" for n in namespaces for p in listed[n]]
         saw = ", ".join(seen[:10]) + (", ..." if len(seen) > 10 else "") or "no pods at all"
-        raise errors.UsageError(f"no {what} in namespace(s) {where} (saw: {saw}): pass --namespace")
+        raise errors.UsageError(
+            "no postgres pod (name with 'postgres', not 'kots', not finished) in namespace(s) "
+            f"{', '.join(namespaces)} (saw: {saw}){'' if namespace else how}: pass --namespace"
+        )
     if len(found) > 1:
         raise errors.UsageError(
             f"postgres pods in several namespaces ({', '.join(sorted(found))}): pass --namespace"
@@ -112,49 +140,152 @@ def find_postgres_pod(kube: Kube, *, namespace: str | None, pod_name: str | None
         raise errors.UsageError(
             f"several postgres pods in namespace {ns} ({names}): pass --source-pod"
         )
-    pod = pods[0]
-    ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
-    if pod.status.phase != "Running" or not ready:
+    listed.setdefault(ns, _list_pods(core, ns))
+    passed = [
+        {"pod": f"{n}/{p.metadata.name}", "why": why}
+        for n, pods_ in listed.items()
+        if n in (*namespaces, ns)
+        for p in pods_
+        if (why := discovery.passed_over(p))
+    ]
+    return ns, pods[0], {"namespace": ns, "namespace_found_by": how, "passed_over": passed}
+
+
+def _named_pod(
+    listed: dict[str, list[client.V1Pod]], pod_name: str, how: str
+) -> tuple[str, client.V1Pod, dict[str, object]]:
+    """--source-pod: that pod, which must not be finished or being deleted."""
+    found = [(ns, p) for ns, pods in listed.items() for p in pods if p.metadata.name == pod_name]
+    where = ", ".join(listed)
+    if not found:
+        raise errors.UsageError(f"no pod {pod_name} in namespace(s) {where}: pass --namespace")
+    if len(found) > 1:
+        names = ", ".join(sorted(ns for ns, _ in found))
+        raise errors.UsageError(f"pod {pod_name} in several namespaces ({names}): pass --namespace")
+    ns, pod = found[0]
+    unusable = discovery.not_usable(pod)
+    if unusable:
         raise errors.Refused(
-            f"pod {ns}/{pod.metadata.name} is {pod.status.phase}, ready={ready}: wait until it "
-            "runs and is ready"
+            f"pod {ns}/{pod_name} is {unusable}: it is not a running database; check --source-pod"
         )
-    container = _postgres_container(pod)
-    return PostgresPod(
-        ns,
-        pod.metadata.name,
-        container.name,
-        _env(core, ns, container, "POSTGRES_USER") or "postgres",
+    return ns, pod, {"namespace": ns, "namespace_found_by": how, "pod_chosen_by": "--source-pod"}
+
+
+def _search(
+    core: client.CoreV1Api, listed: dict[str, list[client.V1Pod]]
+) -> tuple[dict[str, list[client.V1Pod]], str]:
+    """The seed: "`stackblitz`, unless a custom value was provided during installation". Look
+    in every namespace this kubeconfig may list for the one holding both a KOTS admin console
+    and a postgres pod; `listed` gains what was read."""
+    try:
+        names = sorted(
+            n.metadata.name
+            for n in core.list_namespace().items
+            if n.metadata.deletion_timestamp is None  # a namespace being deleted holds nothing
+        )
+    except ApiException as e:
+        if e.status == 403:
+            return {}, ", and this kubeconfig may not list namespaces to search the others"
+        raise _api_error(e, "list namespaces") from e
+    others = [n for n in names if n not in listed]
+    unreadable = []
+    installs = {}
+    for ns in others:
+        try:
+            pods = list(core.list_namespaced_pod(ns).items)
+        except ApiException as e:
+            if e.status in (403, 404):
+                unreadable.append(ns)
+                continue
+            raise _api_error(e, f"list pods in namespace {ns}") from e
+        candidates = [p for p in pods if discovery.is_candidate(p)]
+        if candidates and any(discovery.is_kots_admin_console(p) for p in pods):
+            installs[ns] = candidates
+            listed[ns] = pods
+    if len(installs) > 1:
+        raise errors.UsageError(
+            f"StackBlitz-like installs in several namespaces ({', '.join(sorted(installs))}): "
+            "each holds a KOTS admin console and a postgres pod: pass --namespace"
+        )
+    skipped = ""
+    if unreadable:
+        skipped = f", {len(unreadable)} not readable ({', '.join(unreadable[:5])})"
+    if not installs:
+        return {}, (
+            f", nor in any of the {len(others)} other namespaces with a KOTS admin console{skipped}"
+        )
+    how = (
+        f"searched {len(others)} namespaces besides default and stackblitz{skipped}: the only "
+        "one with a KOTS admin console and a postgres pod"
     )
+    return installs, how
 
 
-def _postgres_container(pod: client.V1Pod) -> client.V1Container:
-    containers = pod.spec.containers
-    if len(containers) == 1:
-        return containers[0]
-    for c in containers:
-        if "postgres" in c.name or "postgres" in (c.image or ""):
-            return c
-    names = ", ".join(c.name for c in containers)
-    raise errors.UsageError(f"pod {pod.metadata.name} has no PostgreSQL container among {names}")
+def _reader(core: client.CoreV1Api, ns: str) -> container_env.Lookup:
+    """Reads the ConfigMaps and Secrets a container's environment refers to, each once."""
+    cache: dict[tuple[str, str], dict[str, str] | None] = {}
+
+    def read(kind: str, name: str) -> dict[str, str] | None:
+        if (kind, name) not in cache:
+            try:
+                if kind == "secret":
+                    data = core.read_namespaced_secret(name, ns).data or {}
+                    cache[kind, name] = {
+                        k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()
+                    }
+                else:
+                    cache[kind, name] = dict(core.read_namespaced_config_map(name, ns).data or {})
+            except ApiException as e:
+                if e.status == 403:
+                    raise container_env.Unreadable(f"{kind} {name}") from e
+                if e.status != 404:
+                    raise _api_error(e, f"read {kind} {ns}/{name}") from e
+                cache[kind, name] = None
+        return cache[kind, name]
+
+    return read
 
 
-def _env(core: client.CoreV1Api, ns: str, container: client.V1Container, name: str) -> str | None:
-    """An environment variable's value as the container sees it (literal, Secret or ConfigMap)."""
-    for var in container.env or []:
-        if var.name != name:
-            continue
-        if var.value is not None:
-            return var.value
-        source = var.value_from
-        if source and source.secret_key_ref:
-            ref = source.secret_key_ref
-            secret = core.read_namespaced_secret(ref.name, ns)
-            return base64.b64decode((secret.data or {})[ref.key]).decode()
-        if source and source.config_map_key_ref:
-            ref = source.config_map_key_ref
-            return (core.read_namespaced_config_map(ref.name, ns).data or {})[ref.key]
-    return None
+# Run in the chosen container: its pg_dump answers (else it is not the database's container),
+# and its user as the official image's entrypoint takes it (POSTGRES_USER_FILE, POSTGRES_USER,
+# else postgres). Values are printed by the shell: no secret in an argv.
+_PROBE = """v=$(pg_dump --version) || exit 97
+printf 'sbm-pg-dump:%s\n' "$v"
+if [ -n "${POSTGRES_USER_FILE:-}" ]; then
+  u=$(cat -- "$POSTGRES_USER_FILE") || exit 98
+else
+  u=${POSTGRES_USER:-postgres}
+fi
+printf 'sbm-user:%s\n' "$u"
+"""
+
+
+def _probe(kube: Kube, ns: str, pod: str, container: str, names: list[str]) -> tuple[str, str]:
+    argv = kube.kubectl("exec", "-n", ns, pod, "-c", container, after=("--", "sh", "-c", _PROBE))
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if line.startswith("sbm-"))
+    if done.returncode != 0 or "sbm-user" not in lines:
+        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        what = {97: "has no pg_dump", 98: "cannot read its POSTGRES_USER_FILE"}.get(
+            done.returncode, f"cannot run a shell ({said})"
+        )
+        raise errors.UsageError(
+            f"container {container} of pod {ns}/{pod} {what}: it is not the database's "
+            f"container; pass --source-container NAME (the pod has {', '.join(names)})"
+        )
+    return lines["sbm-pg-dump"].strip(), lines["sbm-user"]
+
+
+def _user_origin(env: container_env.Environment, user: str) -> str:
+    if "POSTGRES_USER_FILE" in env.vars:
+        return "POSTGRES_USER_FILE, read in the container"
+    var = env.vars.get("POSTGRES_USER")
+    if var is None:
+        return "the official image's default (no POSTGRES_USER)"
+    if var.value is not None and var.value != user:
+        # The container's environment was fixed when it started; its sources changed since.
+        return f"{var.origin} (the container has another value: it started before a change)"
+    return var.origin
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,12 @@ from checks.endpoint import Endpoint
 from checks.progress import Progress
 from checks.restore import MAINTENANCE_DB
 
-# --method seed: $1 is the database. The SQL goes to stdout (fd 3) and through sha256sum;
+# --method seed: $1 is the database, $2 the user (the container's POSTGRES_USER may be unset, as
+# when POSTGRES_USER_FILE gives it). The SQL goes to stdout (fd 3) and through sha256sum;
 # pg_dump's status and the hash go to stderr, marked, so that they are told apart from pg_dump's
 # own messages.
 DUMP_SCRIPT = (
-    f'{{ {{ pg_dump {" ".join(dumping.PG_DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$1"; '
+    f'{{ {{ pg_dump {" ".join(dumping.PG_DUMP_FLAGS)} -U "$2" -d "$1"; '
     'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | sha256sum | '
     'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
 )
@@ -76,12 +77,13 @@ _RESTORE = stream.restore_flags(creates=True)
 # known failure is ending early (TLS guards the bytes themselves; hashing them in the pod cost a
 # third of the stream's time). Statuses and the count go to stderr, marked, with pg_restore's
 # own messages; pg_restore's stdout too, to keep fd 1 clean.
+# $3 is the user, as in DUMP_SCRIPT.
 STREAM_SCRIPT = (
     _LOGIN
     + f"""set +e  # every status is reported, not just the first failure
 mkfifo "$dir/count"
 wc -c < "$dir/count" | sed 's/^ */sbm-bytes:/' >&2 &
-{{ {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$2"
+{{ {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
     echo "sbm-pg-dump-exit:$?" >&2; }} | tee /dev/fd/3 "$dir/count" |
   {{ pg_restore {" ".join(_RESTORE)} -d "$1" >&2
     echo "sbm-pg-restore-exit:$?" >&2; }}; }} 3>&1
@@ -90,16 +92,24 @@ wait
 )
 
 # The preflight's scratch restore: the schema alone, pg_dump straight into pg_restore of the
-# scratch database ($1 names it); both statuses marked on stderr, the script's status the
-# restore's.
+# scratch database ($1 names it; $2 the database, $3 the user, as in STREAM_SCRIPT); both
+# statuses marked on stderr, the script's status the restore's.
 SCHEMA_SCRIPT = (
     _LOGIN
     + f"""set +e
-{{ pg_dump {" ".join(scratch.DUMP_FLAGS)} -U "$POSTGRES_USER" -d "$2"
+{{ pg_dump {" ".join(scratch.DUMP_FLAGS)} -U "$3" -d "$2"
   echo "sbm-pg-dump-exit:$?" >&2; }} |
   {{ pg_restore {" ".join(stream.restore_flags(creates=False))} -d "$1" >&2
     status=$?; echo "sbm-pg-restore-exit:$status" >&2; exit $status; }}
 """
+)
+
+# The container's password as the official image's entrypoint takes it: POSTGRES_PASSWORD_FILE
+# (a mounted Secret; trailing newlines dropped, as the entrypoint's $(< file) does), else
+# POSTGRES_PASSWORD.
+PASSWORD_SCRIPT = (
+    'if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then p=$(cat -- "$POSTGRES_PASSWORD_FILE") || '
+    'exit 1; else p=${POSTGRES_PASSWORD:-}; fi; printf %s "$p"'
 )
 
 _EXIT = re.compile(rb"^sbm-pg-dump-exit:(\d+)$", re.MULTILINE)
@@ -128,6 +138,7 @@ class KubernetesSource:
             "context": self.kube.context,
             "host": "port-forward",
             "port": self._forward.port if self._forward else None,
+            "discovery": self.pod.found,
         }
 
     def secrets(self) -> set[str]:
@@ -149,7 +160,7 @@ class KubernetesSource:
         """The source through a port-forward, logging in with the pod's own credentials."""
         if self._forward is None:
             # The value is printed by the shell, so it is in no argv.
-            self._password = self._run('printf %s "${POSTGRES_PASSWORD:-}"').decode() or None
+            self._password = self._run(PASSWORD_SCRIPT).decode() or None
             self._forward = kube.PortForward(self.kube, self.pod)
         params = {
             "host": "127.0.0.1",
@@ -174,9 +185,23 @@ class KubernetesSource:
             "where": f"pod {self.pod.namespace}/{self.pod.name}",
         }
 
+    def tools(self, *, source_major: int, target_major: int) -> None:
+        """The container's pg_dump must be the server's own major: a container whose pg_dump
+        answers but differs is not the database's (a sidecar built on another image)."""
+        version = self.tool_versions()["pg_dump"]
+        if version.split(".")[0] != str(source_major):
+            raise errors.ToolMissing(
+                f"pg_dump in container {self.pod.container} of pod {self.pod.namespace}/"
+                f"{self.pod.name} is {version}, the server is {source_major}: this is not the "
+                "database's container; pass --source-container NAME"
+            )
+
     def _start_dump(self) -> _PodDump:
         argv = kube.exec_argv(
-            self.kube, self.pod, ["sh", "-c", DUMP_SCRIPT, "sh", self.database], stdin=False
+            self.kube,
+            self.pod,
+            ["sh", "-c", DUMP_SCRIPT, "sh", self.database, self.pod.user],
+            stdin=False,
         )
         return _PodDump(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 
@@ -258,7 +283,12 @@ class KubernetesSource:
         the target), the archive coming out to this host as it goes."""
         log = log.with_name(log.name + ".log")  # `log` names the logs; there is one here
         proc = self._start_restore(
-            STREAM_SCRIPT, target, subprocess.PIPE, self.database, stdout=subprocess.PIPE
+            STREAM_SCRIPT,
+            target,
+            subprocess.PIPE,
+            self.database,
+            self.pod.user,
+            stdout=subprocess.PIPE,
         )
         assert proc.stdin
         proc.stdin.close()  # the script has read its two lines; nothing else reads stdin
@@ -292,7 +322,7 @@ class KubernetesSource:
     def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
         with private.open_private(log) as errlog:
             proc = self._start_restore(
-                SCHEMA_SCRIPT, into, errlog, self.database, dbname=into.dbname
+                SCHEMA_SCRIPT, into, errlog, self.database, self.pod.user, dbname=into.dbname
             )
             try:
                 assert proc.stdin

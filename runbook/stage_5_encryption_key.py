@@ -37,11 +37,10 @@ def _config_text(sides: Sides, settings: Settings, run: Run) -> str:
             "StackBlitz stays installed as it is"
         )
     namespace = source.pod.namespace
-    deployed = kots_cli.deployed_version(source.kube, namespace, settings.kots_app)
+    listed = kots_cli.versions(source.kube, namespace, settings.kots_app)
+    deployed = listed.deployed
     run.kots.update(
-        deployed_sequence=deployed.sequence,
-        deployed_version=deployed.version_label,
-        deployed_at=deployed.deployed_at,
+        versions_listed=f"{listed.rows} in {listed.pages} page(s)",
         config=f"kubectl kots get config -n {namespace} --appslug {settings.kots_app} "
         + (
             f"--sequence {settings.kots_sequence}"
@@ -49,6 +48,19 @@ def _config_text(sides: Sides, settings: Settings, run: Run) -> str:
             else "--current"
         ),
     )
+    if deployed is None:
+        # The config names its sequence itself (--current: KOTS's deployed one, or the one asked
+        # for): the versions list only documents it, so it cannot fail the stage.
+        run.kots["warning"] = (
+            f"no row of `kubectl kots get versions {settings.kots_app}` says deployed: the "
+            "deployed sequence is not recorded; the config is KOTS's own answer"
+        )
+    else:
+        run.kots.update(
+            deployed_sequence=deployed.sequence,
+            deployed_version=deployed.version_label,
+            deployed_at=deployed.deployed_at,
+        )
     return kots_cli.config_values(
         source.kube, namespace, settings.kots_app, sequence=settings.kots_sequence
     )
