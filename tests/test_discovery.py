@@ -11,7 +11,8 @@ import datetime
 import pytest
 from kubernetes import client
 
-from checks import container_env, discovery, errors
+from checks import container_env, discovery, errors, kube
+from checks.kubernetes import KubernetesSource
 
 OBJECTS: dict[tuple[str, str], dict[str, str]] = {
     ("configMap", "pg"): {"USER": "stackblitz", "DB": "stackblitz_production", "bad key": "x"},
@@ -189,3 +190,19 @@ def test_finished_deleted_and_kots_pods_are_passed_over_with_the_reason() -> Non
     assert discovery.passed_over(pod("postgres-0")) is None
     assert discovery.is_candidate(pod("postgres-0", "Pending"))  # refused later: not running
     assert discovery.is_kots_admin_console(pod("kotsadm-7f9c-abcde"))
+
+
+def test_a_container_whose_pg_dump_is_not_the_servers_major_is_refused() -> None:
+    """Preflight's check of the chosen container (its pg_dump's version as the pod reported it;
+    on the test cluster every container runs the same image, so the mismatch is given here)."""
+    pod = kube.PostgresPod("sb", "postgres-0", "backup", "stackblitz")
+    source = KubernetesSource(kube.Kube(), pod, "stackblitz_production", _version="14.9")
+    with pytest.raises(errors.ToolMissing) as info:
+        source.tools(source_major=15, target_major=18)
+    assert str(info.value) == (
+        "pg_dump in container backup of pod sb/postgres-0 is 14.9, the server is 15: this is not "
+        "the database's container; pass --source-container NAME"
+    )
+    KubernetesSource(kube.Kube(), pod, "db", _version="15.18").tools(
+        source_major=15, target_major=18
+    )

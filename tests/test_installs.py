@@ -164,6 +164,8 @@ def test_environment_as_the_kubelet_builds_it_and_a_versions_list_without_deploy
             "--preflight-only",
             "--namespace",
             ns,
+            "--source-container",
+            "db",
             env=_env(),
         )
         assert outcome.code == 0, outcome.output[-3000:]
@@ -175,7 +177,7 @@ def test_environment_as_the_kubelet_builds_it_and_a_versions_list_without_deploy
         assert "deployed_sequence" not in doc["kots"]
         expected = kots.encryption_key(kots_config_values(KEY)).fingerprint
         assert doc["encryption_key"]["fingerprint"] == expected  # sequence 4's, not 3's
-        assert doc["source"]["discovery"]["container"] == "db"
+        assert doc["source"]["discovery"]["container_chosen_by"] == "--source-container"
         assert install.password not in (outcome.reports / "evidence.json").read_text()
 
 

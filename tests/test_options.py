@@ -16,6 +16,10 @@ from tests.runbook_cli import run_runbook
             ["--source-dsn", "host=h", "--namespace", "stackblitz", "--target-host", "t"],
             "pick one",
         ),
+        (
+            ["--source-dsn", "host=h", "--source-container", "db", "--target-host", "t"],
+            "--source-container and --stop-app are Kubernetes mode: pick one",
+        ),
         (["--source-dsn", "host=h"], "no target: pass --target-host"),
         (
             ["--source-dsn", "postgresql://u:hunter22@h/db", "--target-host", "t"],
