@@ -7,12 +7,14 @@ stands where the API would answer); tests/test_installs.py runs the same on the 
 from __future__ import annotations
 
 import datetime
+import subprocess
+from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from checks import container_env, discovery, errors, kube
-from checks.kubernetes import KubernetesSource
+from checks import container_env, discovery, errors, kube, pgtools
+from checks import kubernetes as kubernetes_source
 
 OBJECTS: dict[tuple[str, str], dict[str, str]] = {
     ("configMap", "pg"): {"USER": "stackblitz", "DB": "stackblitz_production", "bad key": "x"},
@@ -196,13 +198,49 @@ def test_a_container_whose_pg_dump_is_not_the_servers_major_is_refused() -> None
     """Preflight's check of the chosen container (its pg_dump's version as the pod reported it;
     on the test cluster every container runs the same image, so the mismatch is given here)."""
     pod = kube.PostgresPod("sb", "postgres-0", "backup", "stackblitz")
-    source = KubernetesSource(kube.Kube(), pod, "stackblitz_production", _version="14.9")
+    source = kubernetes_source.KubernetesSource(
+        kube.Kube(), pod, "stackblitz_production", _version="14.9"
+    )
     with pytest.raises(errors.ToolMissing) as info:
         source.tools(source_major=15, target_major=18)
     assert str(info.value) == (
         "pg_dump in container backup of pod sb/postgres-0 is 14.9, the server is 15: this is not "
         "the database's container; pass --source-container NAME"
     )
-    KubernetesSource(kube.Kube(), pod, "db", _version="15.18").tools(
+    kubernetes_source.KubernetesSource(kube.Kube(), pod, "db", _version="15.18").tools(
         source_major=15, target_major=18
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "user", "password"),
+    [
+        ({"POSTGRES_USER": "sb", "POSTGRES_PASSWORD": "pw1"}, "sb", "pw1"),
+        ({}, "postgres", ""),  # the official image's default user; no password
+        ({"POSTGRES_USER_FILE": "user", "POSTGRES_PASSWORD_FILE": "password"}, "from-file", "pw 2"),
+    ],
+)
+def test_the_pods_user_and_password_are_read_as_the_official_image_reads_them(
+    tmp_path: Path, env: dict[str, str], user: str, password: str
+) -> None:
+    """The scripts discovery and the source run in the pod, run here by this host's sh (and
+    PostgreSQL 15's pg_dump), with the container's environment given to them."""
+    (tmp_path / "user").write_text("from-file\n")
+    (tmp_path / "password").write_text("pw 2\n\n")  # trailing newlines dropped, as $(< f) does
+    bindir = pgtools.cache_dir() / "pg" / "15" / "bin"
+    base = {"PATH": f"{bindir}:/usr/bin:/bin"}
+    files = {k: str(tmp_path / v) if k.endswith("_FILE") else v for k, v in env.items()}
+
+    def run(script: str) -> str:
+        return subprocess.run(
+            ["sh", "-c", script], env={**base, **files}, capture_output=True, text=True, check=True
+        ).stdout
+
+    probed = run(kube._PROBE)
+    assert f"sbm-user:{user}\n" in probed and "sbm-pg-dump:pg_dump (PostgreSQL) 15." in probed
+    assert run(kubernetes_source.PASSWORD_SCRIPT) == password
+
+
+def test_a_container_without_pg_dump_fails_the_probe_with_its_own_status() -> None:
+    done = subprocess.run(["/bin/sh", "-c", kube._PROBE], env={"PATH": "/nonexistent"}, check=False)
+    assert done.returncode == 97  # said as "has no pg_dump: ... pass --source-container NAME"
