@@ -262,16 +262,27 @@ printf 'sbm-user:%s\n' "$u"
 
 def _probe(kube: Kube, ns: str, pod: str, container: str, names: list[str]) -> tuple[str, str]:
     argv = kube.kubectl("exec", "-n", ns, pod, "-c", container, after=("--", "sh", "-c", _PROBE))
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    except subprocess.TimeoutExpired as e:
+        raise errors.ConnectionFailed(
+            f"kubectl exec into {ns}/{pod} (container {container}) did not answer in 120 s: "
+            "check the pod and the API server"
+        ) from e
     lines = dict(line.split(":", 1) for line in done.stdout.splitlines() if line.startswith("sbm-"))
-    if done.returncode != 0 or "sbm-user" not in lines:
-        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        what = {97: "has no pg_dump", 98: "cannot read its POSTGRES_USER_FILE"}.get(
-            done.returncode, f"cannot run a shell ({said})"
-        )
+    choices = f"pass --source-container NAME (the pod has {', '.join(names)})"
+    if done.returncode in (97, 98):
+        what = "has no pg_dump" if done.returncode == 97 else "cannot read its POSTGRES_USER_FILE"
         raise errors.UsageError(
             f"container {container} of pod {ns}/{pod} {what}: it is not the database's "
-            f"container; pass --source-container NAME (the pod has {', '.join(names)})"
+            f"container; {choices}"
+        )
+    if done.returncode != 0 or "sbm-user" not in lines:
+        # No shell in the container (an exporter's distroless image), or kubectl itself failed.
+        said = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise errors.UsageError(
+            f"kubectl exec into container {container} of pod {ns}/{pod} failed ({said}): if it "
+            f"is not the database's container, {choices}"
         )
     return lines["sbm-pg-dump"].strip(), lines["sbm-user"]
 

@@ -34,6 +34,7 @@ cluster = test_kubernetes.cluster
 host_target = test_kubernetes.host_target
 
 pytestmark = pytest.mark.cluster
+PAUSE_IMAGE = "localhost/stackblitz-migrate/pause:1"  # tests/cluster/images: no shell in it
 
 
 def _versions(newer: int, *, deployed: str = "deployed") -> list[dict[str, object]]:
@@ -238,6 +239,28 @@ def test_ambiguous_pods_and_namespaces_are_refused_with_their_names(cluster: kub
         assert str(two_installs.value) == (
             "StackBlitz-like installs in several namespaces (sbm-search-a, sbm-search-b): each "
             "holds a KOTS admin console and a postgres pod: pass --namespace"
+        )
+        # A container with no shell at all (a distroless exporter: here the cluster's static
+        # pause image), named with --source-pod: the probe says so instead of a bare exec error.
+        _kubectl(
+            cluster,
+            "run",
+            "postgres-metrics",
+            "-n",
+            spaces[1],
+            f"--image={PAUSE_IMAGE}",
+            "--image-pull-policy=Never",
+        )
+        _kubectl(cluster, "wait", "-n", spaces[1], "pod/postgres-metrics", "--for=condition=Ready")
+        with pytest.raises(errors.UsageError) as no_shell:
+            kube.find_postgres_pod(cluster, namespace=spaces[1], pod_name="postgres-metrics")
+        assert str(no_shell.value).startswith(
+            "kubectl exec into container postgres-metrics of pod sbm-search-b/postgres-metrics "
+            "failed ("
+        )
+        assert str(no_shell.value).endswith(
+            "if it is not the database's container, pass --source-container NAME (the pod has "
+            "postgres-metrics)"
         )
     finally:
         for ns in spaces:
