@@ -8,4 +8,5 @@ pytest_plugins = (
     "fixtures.stages",
     "fixtures.outcome",
     "fixtures.evidence",
+    "fixtures.faults",
 )

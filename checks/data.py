@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -11,6 +14,8 @@ from psycopg import sql
 
 from checks import textformat
 from checks.progress import Progress
+
+CANCEL_S = 15  # for both sides' scans to stop once one has failed or a signal came
 
 _TABLES = """
 SELECT n.nspname, c.relname, c.relkind::text
@@ -169,13 +174,27 @@ def snapshot_both(
 ) -> tuple[Snapshot, Snapshot]:
     """Both sides at once, each on its own server: verification takes the longer, not the sum."""
 
+    opened: list[psycopg.Connection] = []
+
     def run(connect: Callable[[], psycopg.Connection], side: str) -> Snapshot:
         with connect() as conn:
+            opened.append(conn)
             return snapshot(conn, Progress(f"verify {side}", emit) if emit else None)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         src, dst = pool.submit(run, source, "source"), pool.submit(run, target, "target")
-        return src.result(), dst.result()
+        try:
+            return src.result(), dst.result()
+        except BaseException:
+            # A signal, or one side failing: the other side's scan (minutes on a large table)
+            # is cancelled rather than waited for, until both threads have stopped.
+            deadline = time.monotonic() + CANCEL_S
+            while not (src.done() and dst.done()) and time.monotonic() < deadline:
+                for conn in list(opened):
+                    with contextlib.suppress(psycopg.Error):
+                        conn.cancel_safe(timeout=2)
+                futures.wait([src, dst], timeout=0.5)
+            raise
 
 
 @dataclass(frozen=True)

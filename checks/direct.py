@@ -10,8 +10,8 @@ from pathlib import Path
 
 import psycopg
 
+from checks import children, errors, parts, pgtools, private, restore, scratch, stream
 from checks import dump as dumping
-from checks import errors, parts, pgtools, private, restore, scratch, stream
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
@@ -66,7 +66,7 @@ class DirectSource:
         argv = self._pg_dump(self._tools_for(target_major), dumping.PG_DUMP_FLAGS)
         errlog = dest.with_name(dest.name + ".pg_dump.log")
         with private.open_private(errlog) as err:
-            proc = subprocess.Popen(
+            proc = children.popen(
                 argv, stdout=subprocess.PIPE, stderr=err, env=self.endpoint.child_env()
             )
             assert proc.stdout
@@ -81,7 +81,8 @@ class DirectSource:
             code = proc.wait()
         if code != 0:
             dest.unlink(missing_ok=True)
-            raise errors.DumpFailed(f"pg_dump failed with exit code {code}: {_tail(errlog)}")
+            first = restore.first_error(errlog)
+            raise errors.DumpFailed(f"pg_dump failed with exit code {code}: {first}")
         errlog.unlink()
         return written
 
@@ -104,7 +105,9 @@ class DirectSource:
             snapshot = str(held.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
             steps = parts.plan(held)
             for step in steps:
-                with ThreadPoolExecutor(max_workers=len(step)) as pool:
+                # On any error or signal here, the children stop before the pool waits for the
+                # threads that feed them.
+                with ThreadPoolExecutor(max_workers=len(step)) as pool, children.stopped_on_error():
                     runs = [
                         pool.submit(
                             self._stream_part,
@@ -143,10 +146,10 @@ class DirectSource:
             private.open_private(dump_log) as dump_err,
             private.open_private(restore_log) as restore_err,
         ):
-            pg_dump = subprocess.Popen(
+            pg_dump = children.popen(
                 argv, stdout=subprocess.PIPE, stderr=dump_err, env=self.endpoint.child_env()
             )
-            pg_restore = subprocess.Popen(
+            pg_restore = children.popen(
                 restore_argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
@@ -158,8 +161,9 @@ class DirectSource:
             def check() -> None:
                 code = pg_dump.wait()
                 if code != 0:
+                    first = restore.first_error(dump_log)
                     raise errors.DumpFailed(
-                        f"pg_dump ({part.name}) failed with exit code {code}: {_tail(dump_log)}"
+                        f"pg_dump ({part.name}) failed with exit code {code}: {first}"
                     )
 
             def abort() -> None:
@@ -194,7 +198,7 @@ class DirectSource:
         restore_argv = restore.pg_restore_argv(tools, into.conninfo(), creates=False)
         with private.open_private(log) as err:
             # One log for both: whichever error comes first is the cause.
-            pg_dump = subprocess.Popen(
+            pg_dump = children.popen(
                 self._pg_dump(tools, scratch.DUMP_FLAGS),
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -203,7 +207,7 @@ class DirectSource:
             procs = [pg_dump]
             try:
                 procs.append(
-                    subprocess.Popen(
+                    children.popen(
                         restore_argv,
                         stdin=pg_dump.stdout,
                         stdout=subprocess.DEVNULL,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import zlib
 from pathlib import Path
@@ -40,7 +41,7 @@ def write_dump(stream: BinaryIO, dest: Path, progress: Progress | None = None) -
     size = sql_size = 0
     deflater = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     try:
-        with out, syncing(out):
+        with out, syncing(out), progress.streaming() if progress else contextlib.nullcontext():
             while chunk := stream.read(dumpfile.CHUNK):
                 sql_hash.update(chunk)
                 edges.feed(chunk)

@@ -39,3 +39,15 @@ class VerificationFailed(MigrationError):
 
 class RehearsalUnavailable(MigrationError):
     """The rehearsal's throwaway servers or cluster cannot start on this machine."""
+
+
+class Stopped(MigrationError):
+    """A signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run; it cleaned up and stopped."""
+
+
+class Stalled(MigrationError):
+    """No bytes moved for --stall-timeout seconds: a peer is gone or the network holds them."""
+
+
+class WorkdirFull(MigrationError):
+    """The workdir's filesystem filled up while the dump was written there."""

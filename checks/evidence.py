@@ -54,6 +54,9 @@ class Run:
     # Checks not collected, as they do not apply to this mode or method: stage, check, reason.
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     outcome: Outcome | None = None  # decided at the end (checks.outcome), with the exit status
+    # A stop signal: {"by": "SIGTERM", "stage": "dump", "check": ...}; the run is then unverified.
+    interrupted: dict[str, object] | None = None
+    cleanup: list[str] = field(default_factory=list)  # after a fault: what was undone, what stays
     # Values that must never appear in anything written: passwords, the key.
     secrets: set[str] = field(default_factory=set, repr=False)
     dump_file: DumpFile | None = field(default=None, repr=False)
@@ -100,6 +103,7 @@ class Run:
         needed = ["preflight", "verify"] + (["dump", "restore"] if self.mode == "migrate" else [])
         return (
             self.mode != "preflight-only"
+            and self.interrupted is None
             and all(by_name.get(n) == "passed" for n in needed)
             and self.comparison is not None
             and self.comparison.equal
@@ -158,6 +162,8 @@ class Run:
             "identity": self.identity,
             "verified": self.verified,
             "outcome": self.outcome.to_dict() if self.outcome else None,
+            "interrupted": self.interrupted,
+            "cleanup": self.cleanup,
             "stages": self.stages(),
             "checks": [c.__dict__ for c in self.checks],
             "not_applicable": self.not_applicable,

@@ -17,7 +17,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from checks import container_env, discovery, errors
+from checks import children, container_env, discovery, errors
 
 # Where StackBlitz installs: `default` on embedded installs, `stackblitz` on existing clusters.
 STACKBLITZ_NAMESPACES = ("default", "stackblitz")
@@ -358,7 +358,7 @@ class PortForward:
     """`kubectl port-forward` to the pod's PostgreSQL port on a free loopback port."""
 
     def __init__(self, kube: Kube, pod: PostgresPod, remote_port: int = 5432) -> None:
-        self._proc = subprocess.Popen(
+        self._proc = children.popen(
             kube.kubectl(
                 "port-forward",
                 "-n",

@@ -13,6 +13,7 @@ must match, because a broken exec stream can end early with exit code 0.
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import shlex
 import subprocess
@@ -23,21 +24,52 @@ from typing import BinaryIO
 
 import psycopg
 
+from checks import children, errors, kube, private, restore, scratch, stream
 from checks import dump as dumping
-from checks import errors, kube, private, restore, scratch, stream
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
 from checks.restore import MAINTENANCE_DB
+
+# The local side of a script that copies holds the exec's stdin open until the script has
+# ended, and then sends "end". Stdin ending without it means the local side is gone (kubectl
+# killed, the runbook stopped, the connection cut): an exec'd process is not stopped with its
+# stream, and would block for ever on an output nobody reads, holding its sessions on both
+# servers. So this watchdog then stops every program the script started; the script ends, and
+# its trap removes its temporary directory. The container runtime also ends stdin once the
+# exec's stdout has ended, which is how a whole stream ends: a script that has put its output
+# out marks it done in $sbm_done, and the watchdog then lets it finish (a restore building its
+# indexes ends by itself, or when the run's cleanup drops its database). It reads fd 5, a copy
+# of stdin: a background job's own stdin is /dev/null. The script never waits for it.
+GUARD = """sbm_kids() {  # "pid (comm)" of every process under $1
+  for stat in /proc/[0-9]*/stat; do
+    read -r pid comm state ppid rest 2>/dev/null < "$stat" || continue
+    if [ "$ppid" = "$1" ]; then echo "$pid $comm"; sbm_kids "$pid"; fi
+  done
+}
+exec 5<&0
+{ IFS= read -r word <&5 || word=
+  sleep 1  # the output's own end ends stdin too: give the script time to say so
+  if [ "$word" != end ] && ! [ -e "${sbm_done:-/nonexistent}" ]; then
+    ours=$(sbm_kids $$)  # the whole tree first: the script may end while they are stopped
+    printf '%s\n' "$ours" | while read -r pid comm; do
+      case "$comm" in
+        "(pg_dump)"|"(pg_restore)"|"(psql)"|"(tee)"|"(wc)"|"(sha256sum)") kill "$pid" || :;;
+      esac
+    done
+  fi
+} >/dev/null 2>&1 &
+"""
+END = b"end\n"  # the local side has all it needs: the watchdog leaves the script be
 
 # --method seed: $1 is the database, $2 the user (the container's POSTGRES_USER may be unset, as
 # when POSTGRES_USER_FILE gives it). The SQL goes to stdout (fd 3) and through sha256sum;
 # pg_dump's status and the hash go to stderr, marked, so that they are told apart from pg_dump's
 # own messages.
 DUMP_SCRIPT = (
-    f'{{ {{ pg_dump {" ".join(dumping.PG_DUMP_FLAGS)} -U "$2" -d "$1"; '
+    GUARD + f'{{ {{ pg_dump {" ".join(dumping.PG_DUMP_FLAGS)} -U "$2" -d "$1"; '
     'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | sha256sum | '
-    'sed "s/^/sbm-sha256:/" >&2; } 3>&1'
+    'sed "s/^/sbm-sha256:/" >&2; } 3>&1\n'
 )
 
 
@@ -71,23 +103,35 @@ gunzip -c "$dir/dump.sql.gz" | """
 )
 _RESTORE = stream.restore_flags(creates=True)
 # --method stream: $2 is the database. pg_dump's archive goes straight into pg_restore in the
-# pod, and through tee once out to this host on stdout (fd 3, the artifact) and to `wc -c`
-# through a fifo: the bytes cross kubectl once, not out and back in. pg_restore's success proves
-# the archive whole in the pod; the count proves the copy here whole, since the exec stream's
-# known failure is ending early (TLS guards the bytes themselves; hashing them in the pod cost a
-# third of the stream's time). Statuses and the count go to stderr, marked, with pg_restore's
-# own messages; pg_restore's stdout too, to keep fd 1 clean.
+# pod (through a fifo), and through tee once out to this host on stdout (fd 3, the artifact)
+# and to `wc -c` through another: the bytes cross kubectl once, not out and back in.
+# pg_restore's success proves the archive whole in the pod; the count proves the copy here
+# whole, since the exec stream's known failure is ending early (TLS guards the bytes themselves;
+# hashing them in the pod cost a third of the stream's time). Statuses and the count go to
+# stderr, marked, with pg_restore's own messages. Only tee holds the exec's stdout (fd 3; every
+# other program writes to stderr), so this host sees the archive end when pg_dump's does, not
+# once the restore has built its indexes: the stall watch (checks.stall) covers the copy alone.
 # $3 is the user, as in DUMP_SCRIPT.
 STREAM_SCRIPT = (
     _LOGIN
+    + 'sbm_done="$dir/out"\n'
+    + GUARD
     + f"""set +e  # every status is reported, not just the first failure
-mkfifo "$dir/count"
-wc -c < "$dir/count" | sed 's/^ */sbm-bytes:/' >&2 &
-{{ {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
-    echo "sbm-pg-dump-exit:$?" >&2; }} | tee /dev/fd/3 "$dir/count" |
-  {{ pg_restore {" ".join(_RESTORE)} -d "$1" >&2
-    echo "sbm-pg-restore-exit:$?" >&2; }}; }} 3>&1
-wait
+exec 3>&1 >&2
+mkfifo "$dir/count" "$dir/archive"
+wc -c < "$dir/count" 3>&- | sed 's/^ */sbm-bytes:/' 3>&- &
+counted=$!
+{{ pg_restore {" ".join(_RESTORE)} -d "$1" < "$dir/archive"
+  echo "sbm-pg-restore-exit:$?"; }} 3>&- &
+restoring=$!
+{{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
+  echo "sbm-pg-dump-exit:$?" >&2; }} 3>&- | tee "$dir/archive" "$dir/count" >&3 &
+copying=$!
+exec 3>&-
+wait "$copying"
+: > "$sbm_done"
+wait "$restoring"
+wait "$counted"
 """
 )
 
@@ -201,9 +245,13 @@ class KubernetesSource:
             self.kube,
             self.pod,
             ["sh", "-c", DUMP_SCRIPT, "sh", self.database, self.pod.user],
-            stdin=False,
+            stdin=True,
         )
-        return _PodDump(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        return _PodDump(
+            children.popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
 
     def dump(self, dest: Path, *, target_major: int, progress: Progress | None = None) -> DumpFile:
         pod_dump = self._start_dump()
@@ -243,9 +291,10 @@ class KubernetesSource:
         argv = kube.exec_argv(
             self.kube, self.pod, ["sh", "-c", script, "sh", conninfo, *args], stdin=True
         )
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=errlog)
+        proc = children.popen(argv, stdin=subprocess.PIPE, stdout=stdout, stderr=errlog)
         assert proc.stdin
         proc.stdin.write(target.password.encode() + b"\n" + ca + b"\n")
+        proc.stdin.flush()
         return proc
 
     def restore(
@@ -290,13 +339,12 @@ class KubernetesSource:
             self.pod.user,
             stdout=subprocess.PIPE,
         )
-        assert proc.stdin
-        proc.stdin.close()  # the script has read its two lines; nothing else reads stdin
-        pod = _PodDump(proc)
+        pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it
 
         def check(size: int, _sha256: str) -> None:
             # The restore's own error first: a pg_dump cut off by it failing says nothing new.
             code = proc.wait()
+            pod.release()
             pod.join()
             with private.open_private(log) as out:
                 out.write(pod.stderr())
@@ -367,6 +415,13 @@ class _PodDump:
     def join(self) -> None:
         self._reader.join(30)
 
+    def release(self) -> None:
+        """The script has ended: its watchdog (GUARD) has nothing left to stop."""
+        if self.proc.stdin and not self.proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.write(END)
+                self.proc.stdin.close()
+
     def stderr(self) -> bytes:
         return b"".join(self._stderr)
 
@@ -381,6 +436,7 @@ class _PodDump:
         """Raise DumpFailed unless pg_dump succeeded in the pod and what arrived here is what it
         sent: the same SHA-256 (--method seed) or the same byte count (--method stream)."""
         code = self.proc.wait()
+        self.release()
         self._reader.join(30)
         err = self.stderr()
         exit_match = _EXIT.search(err)

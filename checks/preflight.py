@@ -92,13 +92,18 @@ def free_space(workdir: Path, needed: int) -> int:
     return free
 
 
-def target_database_state(tables: int | None, database: str, *, allow_drop: bool) -> str:
+def target_database_state(
+    tables: int | None, database: str, *, allow_drop: bool, unverified: str | None = None
+) -> str:
     """What the restore will find: refuse to drop a database that holds tables, unless told to.
 
-    `tables` is None when the database does not exist.
+    `tables` is None when the database does not exist. `unverified` is the mark (checks.marker)
+    of a partial copy an earlier run left: that one is ours to replace.
     """
     if tables is None:
         return "absent"
+    if unverified:
+        return f"an unverified partial copy left by an earlier run ({unverified}): replaced"
     if tables == 0:
         return "exists, empty: the restore drops and recreates it"
     if not allow_drop:

@@ -7,9 +7,10 @@ The total is the source's own estimate (pg_class.reltuples), so "time left" is a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 EVERY = 10.0  # seconds between lines: often enough to see it move, rare enough to read a log
 
@@ -38,6 +39,18 @@ class Progress:
         self.started = time.monotonic()
         self._next = self.started + every
         self._lock = threading.Lock()  # a stream may come in parts, at once
+        self.active = 0  # streams inside their copy loop now (checks.stall watches them)
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Around a copy loop: while any is inside one, bytes are expected to move."""
+        with self._lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active -= 1
 
     def add(self, chunk: bytes, *, count_rows: bool = True) -> None:
         rows = chunk.count(b"\n") if count_rows else 0

@@ -3,6 +3,7 @@ first error instead of carrying on as the seed's psql does."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 import time
@@ -12,7 +13,7 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from checks import dumpfile, errors, private, stream
+from checks import children, dumpfile, errors, marker, private, stream
 from checks.endpoint import Endpoint
 from checks.pgtools import Toolset
 from checks.progress import Progress
@@ -42,7 +43,7 @@ def restore(
     """
     maintenance = target.with_dbname(MAINTENANCE_DB)
     with private.open_private(log) as errlog:
-        proc = subprocess.Popen(
+        proc = children.popen(
             psql_argv(tools, maintenance.conninfo()),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
@@ -67,7 +68,10 @@ def _feed(path: Path, sink: IO[bytes], progress: Progress | None = None) -> str 
     digest = hashlib.sha256()
     try:
         try:
-            with path.open("rb") as raw:
+            with (
+                path.open("rb") as raw,
+                progress.streaming() if progress else contextlib.nullcontext(),
+            ):
                 for data in dumpfile.inflate(raw, digest.update):
                     sink.write(data)
                     if progress:
@@ -107,8 +111,9 @@ def drop_partial(target: Endpoint, database: str, before: int | None, *, restore
     """Drop what a failed restore created of `database` on the target; say what became of it.
 
     `before` is the database's OID before the restore began. A database with another OID was
-    created by this run, so it holds only a partial copy, which a new attempt would refuse; one
-    with the same OID is the operator's and stays as it was. A restore cut off in a pod may
+    created by this run, and one marked unverified (checks.marker) by an earlier one: either
+    holds only a partial copy, which a new attempt would refuse; one with the same OID and no
+    mark is the operator's and stays as it was. A restore cut off in a pod may
     still be running there: the sessions named `restorer` (their application_name) are waited
     for first, so that nothing is created after the check.
     """
@@ -119,16 +124,19 @@ def drop_partial(target: Endpoint, database: str, before: int | None, *, restore
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (restorer,)
             ).fetchone() != (0,):
                 time.sleep(0.5)
-            now = _oid(conn, database)
-            if now is None:
+            found = marker.state(conn, database)
+            if found is None:
                 return f"the target has no {database}"
-            if now == before:
+            if found[0] == before and not marker.is_ours(found[1]):
                 return f"the target's {database} was left as it was"
             # FORCE: a restorer that outlived the grace period must not keep it alive.
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
     except (psycopg.Error, errors.MigrationError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return f"the partly restored {database} may still be on the target ({first}): drop it"
+        return (
+            f"the partly restored {database} may still be on the target ({first}); it is marked "
+            "unverified, and the same command run again replaces it"
+        )
     return f"the partly restored {database} was dropped from the target"
 
 

@@ -128,21 +128,22 @@ def tee(
     size = 0
     try:
         with out, syncing(out):
-            while chunk := stream.read(CHUNK):
-                if size == 0 and not chunk.startswith(_MAGIC):
-                    raise errors.DumpFailed(
-                        "pg_dump's output is not a custom-format archive: check its log"
-                    )
-                digest.update(chunk)
-                size += len(chunk)
-                out.write(chunk)
-                try:
-                    if sink:
-                        sink.write(chunk)
-                except BrokenPipeError:
-                    raise SinkStopped() from None
-                if progress:
-                    progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
+            with progress.streaming() if progress else contextlib.nullcontext():
+                while chunk := stream.read(CHUNK):
+                    if size == 0 and not chunk.startswith(_MAGIC):
+                        raise errors.DumpFailed(
+                            "pg_dump's output is not a custom-format archive: check its log"
+                        )
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                    try:
+                        if sink:
+                            sink.write(chunk)
+                    except BrokenPipeError:
+                        raise SinkStopped() from None
+                    if progress:
+                        progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
             if size == 0:
                 raise errors.DumpFailed("pg_dump wrote nothing: check its log")
             release(size, digest.hexdigest())

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from checks import approval, errors, kube, preflight, scratch, server
+from checks import approval, errors, kube, marker, preflight, scratch, server
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
@@ -118,10 +118,14 @@ def test_workdir_has_room_for_the_dump(
 def test_target_database_is_absent_or_may_be_dropped(
     target: Endpoint, target_info: server.ServerInfo, settings: Settings, run: Run
 ) -> None:
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        found = marker.state(conn, settings.database)
+    mark = found[1] if found and marker.is_ours(found[1]) else None
     run.preflight["target_database"] = preflight.target_database_state(
         _target_tables(target, settings.database),
         settings.database,
         allow_drop=settings.allow_drop_target,
+        unverified=mark,
     )
 
 
@@ -247,7 +251,7 @@ def test_schema_restores_on_target(
         notes = getattr(e, "__notes__", [])
         if notes:  # interrupted: what became of the scratch database
             run.preflight["scratch_restore"] = {
-                "interrupted": type(e).__name__,
+                "interrupted": getattr(e, "signame", type(e).__name__),  # checks.interrupt
                 "cleanup": "; ".join(notes),
             }
         raise

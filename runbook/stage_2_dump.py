@@ -16,13 +16,14 @@ from dataclasses import replace
 
 import pytest
 
-from checks import data, dump, dumpfile, errors, kube, preflight, restore, server, stream
+from checks import children, data, dump, dumpfile, errors, kube, partial, preflight, server, stream
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
 from checks.progress import Progress
 from checks.source import Source
+from fixtures.faults import TargetCopy
 from fixtures.options import Settings
 
 pytestmark = [pytest.mark.stage("dump"), pytest.mark.modes("migrate")]
@@ -38,11 +39,11 @@ def test_stackblitz_is_stopped(source: Source, settings: Settings, run: Run) -> 
     workloads = [
         kube.Workload(str(e["kind"]), str(e["name"]), int(str(e["replicas"]))) for e in running
     ]
-    for workload in workloads:
-        kube.scale(source.kube, namespace, workload, 0)
     for workload, entry in zip(workloads, running, strict=True):
+        kube.scale(source.kube, namespace, workload, 0)
+        entry["stopped"] = True  # from here on its command to start again is printed
+    for workload in workloads:
         kube.wait_stopped(source.kube, namespace, workload)
-        entry["stopped"] = True
     # A stopped pod's session ends when the server notices its client is gone: give it a moment.
     deadline = time.monotonic() + 30
     while True:
@@ -66,7 +67,16 @@ def test_dump_is_taken(
     """--method seed: the gzip dump file, before anything touches the target."""
     dest = dump.dump_path(settings.workdir, settings.database, settings.stamp)
     progress = Progress("dump", say, rows_expected=_rows(source))
-    run.dump_file = source.dump(dest, target_major=target_info.major, progress=progress)
+    try:
+        with children.stopped_on_error():
+            run.dump_file = source.dump(dest, target_major=target_info.major, progress=progress)
+    except OSError as e:
+        workdir = run.preflight.get("workdir") or {}
+        needed = workdir.get("needed_bytes") if isinstance(workdir, dict) else None
+        explained = partial.explain(e, workdir=settings.workdir, needed_bytes=needed)
+        if explained is None:
+            raise
+        raise explained from None
     run.dump = {"method": "seed", **run.dump_file.evidence(), **progress.summary()}
     run.tools = source.tool_versions()
 
@@ -76,6 +86,7 @@ def test_dump_is_streamed_into_target(
     source: Source,
     target: Endpoint,
     target_info: server.ServerInfo,
+    target_copy: TargetCopy,
     settings: Settings,
     run: Run,
     say: Callable[[str], None],
@@ -85,22 +96,17 @@ def test_dump_is_streamed_into_target(
     final = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
     log = final.with_name(final.name + ".restore")
     progress = Progress("dump → target", say, rows_expected=_rows(source))
-    before = restore.database_oid(target, settings.database)
     # The restore's sessions carry this name: the target's DBA can see them, and a failure
     # can wait for them to end.
-    restorer = f"stackblitz-migrate-{settings.stamp}"
-    restoring = replace(target, params={**target.params, "application_name": restorer})
+    restoring = replace(target, params={**target.params, "application_name": target_copy.restorer})
     try:
-        with stream.artifact(final) as directory:
+        # On any fault, what the stream left on the target is dropped (a second attempt would
+        # find it and refuse, and StackBlitz must never be pointed at it): checks.partial.
+        with target_copy.guarded(progress), stream.artifact(final) as directory:
             written = source.stream(
                 directory, restoring, target_major=target_info.major, log=log, progress=progress
             )
         archive = stream.seal(directory, final, written)
-    except errors.MigrationError as e:
-        # What a failed stream left on the target is part of a database: a second attempt
-        # would find it and refuse, and StackBlitz must never be pointed at it.
-        cleanup = restore.drop_partial(target, settings.database, before, restorer=restorer)
-        raise type(e)(f"{e}; {cleanup}") from None
     finally:
         run.tools = source.tool_versions()
     run.dump = {"method": "stream", **archive.evidence(), **progress.summary()}

@@ -14,6 +14,7 @@ from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.progress import Progress
 from checks.source import Source
+from fixtures.faults import TargetCopy
 from fixtures.options import Settings
 
 pytestmark = [pytest.mark.stage("restore"), pytest.mark.modes("migrate")]
@@ -24,12 +25,14 @@ def test_dump_is_restored_into_target(
     source: Source,
     target: Endpoint,
     dump_file: DumpFile,
+    target_copy: TargetCopy,
     run: Run,
     say: Callable[[str], None],
 ) -> None:
     log = dump_file.path.with_name(dump_file.path.name + ".restore.log")
     progress = Progress("restore", say, bytes_expected=dump_file.sql_bytes)
-    source.restore(dump_file, target, log=log, progress=progress)
+    with target_copy.guarded(progress):  # a fault drops what the restore created
+        source.restore(dump_file, target, log=log, progress=progress)
     run.restore = progress.summary()
 
 

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import pytest
 
-from checks import data, errors, rowdiff, schema
+from checks import data, errors, marker, rowdiff, schema
 from checks.endpoint import Endpoint
 from checks.evidence import Run
+from checks.restore import MAINTENANCE_DB
 from checks.source import Source
 from fixtures.options import Settings
 
@@ -48,6 +49,33 @@ def test_schema_matches(source: Source, target: Endpoint, settings: Settings, ru
     run.schema_objects = len(src)
     if run.schema_differences:
         raise errors.VerificationFailed(_listing("schema", run.schema_differences))
+
+
+def test_target_is_no_longer_marked_unverified(
+    source: Source, target: Endpoint, settings: Settings, run: Run
+) -> None:
+    """The copy was marked unverified when it was created (checks.marker); the mark comes off
+    only here, once data and schema match, and the source's own comment on the database takes
+    its place. --verify-only refuses a marked database: it is a copy a run did not finish."""
+    with target.connect(dbname=MAINTENANCE_DB) as conn:
+        found = marker.state(conn, settings.database)
+        mark = found[1] if found else None
+        if not marker.is_ours(mark):
+            return
+        if settings.mode != "migrate":
+            raise errors.VerificationFailed(
+                f"the target's {settings.database} is marked as an unverified partial copy "
+                f"({mark}): run the migration again; do not point StackBlitz at it"
+            )
+        if not (run.comparison and run.comparison.equal and run.schema_differences == []):
+            raise errors.VerificationFailed(
+                f"the target's {settings.database} stays marked unverified: it was not shown "
+                "to match the source (see above)"
+            )
+        with source.connect() as src:
+            original = marker.state(src, settings.database)
+        marker.comment(conn, settings.database, original[1] if original else None)
+    run.preflight["target_marker"] = "removed after verification"
 
 
 def _listing(what: str, differences: list[str]) -> str:

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -97,22 +98,28 @@ def direct_args(
 KIND_ABSENT = {"KIND_NODE_IMAGE": "stackblitz-migrate/kind-node:absent"}
 
 
-def run_runbook(tmp: Path, *args: str, env: dict[str, str] | None = None) -> Outcome:
+def _argv(workdir: Path, reports: Path, args: tuple[str, ...]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "runbook/",
+        "--workdir",
+        str(workdir),
+        "--reports-dir",
+        str(reports),
+        *args,
+    ]
+
+
+def run_runbook(
+    tmp: Path, *args: str, env: dict[str, str] | None = None, workdir: Path | None = None
+) -> Outcome:
     """Run the runbook with its workdir and reports under `tmp`; never raises on failure."""
-    workdir, reports = tmp / "work", tmp / "reports"
+    workdir, reports = workdir or tmp / "work", tmp / "reports"
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "runbook/",
-            "--workdir",
-            str(workdir),
-            "--reports-dir",
-            str(reports),
-            *args,
-        ],
+        _argv(workdir, reports, args),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -129,3 +136,60 @@ def verdict_box(report: Path) -> str:
     assert found, f"no verdict box in {report}"
     text = html.unescape(re.sub(r"<[^>]+>", " ", found.group(0)))
     return " ".join(text.split())
+
+
+@dataclass
+class Running:
+    """A runbook started in the background, in a session of its own (as a terminal's job is:
+    its process group can be sent a Ctrl-C's SIGINT without reaching the tests)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    reports: Path
+    workdir: Path
+
+    def finish(self, timeout: float = 300) -> Outcome:
+        self.proc.wait(timeout=timeout)
+        output = self.log.read_text(errors="replace")
+        return Outcome(self.proc.returncode, output, self.reports, self.workdir)
+
+    def stop(self) -> None:
+        """A test that failed before its run ended: the run stops as it would on SIGTERM (its
+        own cleanup), so that the next test does not meet it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_runbook(
+    tmp: Path, *args: str, workdir: Path | None = None, env: dict[str, str] | None = None
+) -> Running:
+    workdir, reports = workdir or tmp / "work", tmp / "reports"
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = tmp / "runbook.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _argv(workdir, reports, args),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    running = Running(proc, log, reports, workdir)
+    _STARTED.append(running)
+    return running
+
+
+_STARTED: list[Running] = []
+
+
+def stop_started() -> None:
+    """Stop every run start_runbook started that still runs (a test's teardown)."""
+    while _STARTED:
+        _STARTED.pop().stop()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
+from psycopg import conninfo
 
 from checks import errors
 from checks.endpoint import Endpoint, read_password_file
@@ -57,3 +60,23 @@ def test_unreachable_server_is_one_clear_line() -> None:
     with pytest.raises(errors.ConnectionFailed, match="Connection refused") as info:
         ep.connect(dbname="postgres")
     assert "\n" not in str(info.value)
+
+
+def test_connections_use_tcp_keepalives_unless_the_dsn_says_otherwise() -> None:
+    """The programs' conninfo and psycopg's connections notice a vanished peer (issue 8)."""
+    ep = Endpoint.from_dsn("source", "host=db.example port=5432 keepalives_idle=5")
+    params = conninfo.conninfo_to_dict(ep.conninfo())
+    assert params["keepalives"] == "1" and params["keepalives_count"] == "6"
+    assert params["keepalives_idle"] == "5"  # the operator's value wins
+
+
+def test_psycopg_connections_turn_keepalives_on(pg18: pgserver.Server) -> None:
+    ep = Endpoint("target", {"host": pg18.host, "port": str(pg18.port), "user": pg18.user})
+    ep = Endpoint("target", ep.params, pg18.password)
+    with ep.connect(dbname="postgres") as conn:
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+        finally:
+            sock.close()

@@ -372,12 +372,12 @@ def test_interrupted_scratch_restore_drops_its_database(
     (name,) = _scratches(pg18)
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
-    assert proc.returncode in (2, 130), output[-3000:]  # pytest's "interrupted"; 130 (issue 8)
+    assert proc.returncode == 130, output[-3000:]  # SIGINT's status (fixtures.faults)
     assert _scratches(pg18) == [], output[-3000:]
     assert _processes_in_group(proc.pid) == []
     doc = json.loads((tmp_path / "reports" / "evidence.json").read_text())
     assert doc["preflight"]["scratch_restore"] == {
-        "interrupted": "KeyboardInterrupt",
+        "interrupted": "SIGINT",
         "cleanup": f"the scratch database {name} was dropped",
     }
     assert not list((tmp_path / "work").iterdir())
