@@ -28,7 +28,7 @@ def _start(tmp: Path, **env: str) -> subprocess.Popen[bytes]:
         (bindir / name).write_text(text)
         (bindir / name).chmod(0o755)
     proc = subprocess.Popen(
-        ["sh", "-c", kubernetes.STREAM_SCRIPT, "sh", "host=target", "db"],
+        ["sh", "-c", kubernetes.STREAM_SCRIPT, "sh", "host=target", "db", "u"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
