@@ -1,8 +1,8 @@
 """Kubernetes mode on installs laid out unlike the project's own scene, on the test cluster: a
 finished Job pod named *postgres*, a postgres-exporter sidecar listed first, the environment from
 envFrom, `$(VAR)` and `_FILE`, more KOTS versions than one page holds, a custom namespace; and
-what discovery must refuse. Discovery is shown on each scene by itself (quick); one scene with
-all of them at once is migrated end to end and verified.
+what discovery must refuse. Each scene is migrated end to end and verified after its discovery
+is checked; one more scene holds all of them at once.
 
 The KOTS admin console cannot run here: `kubectl kots` is the stand-in in fixtures/bin, which
 pages `get versions` as the real CLI does.
@@ -91,11 +91,38 @@ def _kubectl(cluster: kube.Kube, *args: str, after: tuple[str, ...] = ()) -> str
     ).stdout
 
 
+def _migrates(
+    cluster: kube.Kube,
+    host_target: pgserver.Server,
+    tmp_path: Path,
+    install: sbns.Install,
+    *extra: str,
+) -> dict:  # type: ignore[type-arg]
+    """Seed the scene's database, migrate it (Kubernetes mode, the namespace named) and return
+    the evidence of a verified run."""
+    sbns.seed(cluster, install)
+    _drop_target(host_target)
+    outcome = run_runbook(
+        tmp_path / "migration",
+        *_args(cluster, host_target, tmp_path),
+        "--namespace",
+        install.namespace,
+        *extra,
+        env=_env(),
+    )
+    assert outcome.code == 0, outcome.output[-4000:]
+    doc = outcome.evidence
+    assert doc["verified"] is True
+    assert install.password not in (outcome.reports / "evidence.json").read_text()
+    return doc
+
+
 def test_finished_job_pod_is_passed_over_and_versions_are_paged(
-    cluster: kube.Kube, kots_on_path: None
+    cluster: kube.Kube, host_target: pgserver.Server, tmp_path: Path, kots_on_path: None
 ) -> None:
     ns = "sbm-job"
-    with _scene(cluster, _install(ns, finished_job=True, kots_versions=_versions(45))):
+    install = _install(ns, finished_job=True, kots_versions=_versions(45))
+    with _scene(cluster, install):
         pod = kube.find_postgres_pod(cluster, namespace=ns, pod_name=None)
         assert (pod.name, pod.container) == ("postgres-0", "postgres")
         passed = {p["pod"]: p["why"] for p in pod.found["passed_over"]}  # type: ignore[attr-defined]
@@ -113,10 +140,17 @@ def test_finished_job_pod_is_passed_over_and_versions_are_paged(
         assert (paged.rows, paged.pages) == (47, 3)
         assert kots_cli.versions(cluster, ns, "stackblitz").pages == 1  # 100 rows a page
 
+        doc = _migrates(cluster, host_target, tmp_path, install)
+        assert doc["source"]["pod"] == "postgres-0"
+        assert doc["kots"]["deployed_sequence"] == 4
 
-def test_exporter_sidecar_listed_first_is_not_the_database(cluster: kube.Kube) -> None:
+
+def test_exporter_sidecar_listed_first_is_not_the_database(
+    cluster: kube.Kube, host_target: pgserver.Server, tmp_path: Path
+) -> None:
     ns = "sbm-sidecar"
-    with _scene(cluster, _install(ns, exporter_sidecar=True)):
+    install = _install(ns, exporter_sidecar=True)
+    with _scene(cluster, install):
         pod = kube.find_postgres_pod(cluster, namespace=ns, pod_name=None)
         assert pod.container == "postgres"
         assert pod.found["containers"] == ["postgres-exporter", "postgres"]
@@ -129,6 +163,9 @@ def test_exporter_sidecar_listed_first_is_not_the_database(cluster: kube.Kube) -
             kube.find_postgres_pod(cluster, namespace=ns, pod_name=None, container="exporter")
         named = kube.find_postgres_pod(cluster, namespace=ns, pod_name=None, container="postgres")
         assert named.found["container_chosen_by"] == "--source-container"
+
+        doc = _migrates(cluster, host_target, tmp_path, install)
+        assert doc["source"]["container"] == "postgres"
 
 
 def test_environment_as_the_kubelet_builds_it_and_a_versions_list_without_deployed_row(
@@ -159,27 +196,13 @@ def test_environment_as_the_kubelet_builds_it_and_a_versions_list_without_deploy
         finally:
             source.close()
 
-        outcome = run_runbook(
-            tmp_path,
-            *_args(cluster, host_target, tmp_path),
-            "--preflight-only",
-            "--namespace",
-            ns,
-            "--source-container",
-            "db",
-            env=_env(),
-        )
-        assert outcome.code == 0, outcome.output[-3000:]
-        doc = outcome.evidence
-        assert (
-            "no row of `kubectl kots get versions stackblitz` says deployed"
-            in (doc["kots"]["warning"])
-        )
+        doc = _migrates(cluster, host_target, tmp_path, install, "--source-container", "db")
+        warning = "no row of `kubectl kots get versions stackblitz` says deployed"
+        assert warning in doc["kots"]["warning"]
         assert "deployed_sequence" not in doc["kots"]
         expected = kots.encryption_key(kots_config_values(KEY)).fingerprint
         assert doc["encryption_key"]["fingerprint"] == expected  # sequence 4's, not 3's
         assert doc["source"]["discovery"]["container_chosen_by"] == "--source-container"
-        assert install.password not in (outcome.reports / "evidence.json").read_text()
 
 
 def test_two_postgres_looking_containers_are_refused_until_annotated(cluster: kube.Kube) -> None:
