@@ -98,13 +98,8 @@ def stopped(program: str, code: int, log: Path) -> errors.RestoreFailed:
 def database_oid(target: Endpoint, database: str) -> int | None:
     """The OID of `database` on the target, None when there is none."""
     with target.connect(dbname=MAINTENANCE_DB) as conn:
-        return _oid(conn, database)
-
-
-def _oid(conn: psycopg.Connection, database: str) -> int | None:
-    row = conn.execute("SELECT oid::bigint FROM pg_database WHERE datname = %s", (database,))
-    found = row.fetchone()
-    return int(found[0]) if found else None
+        found = marker.state(conn, database)
+    return found[0] if found else None
 
 
 def drop_partial(target: Endpoint, database: str, before: int | None, *, restorer: str) -> str:
