@@ -15,7 +15,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -252,34 +252,32 @@ def test_stop_app_run_interrupted_prints_how_to_start_stackblitz_again(
     _rerun_verifies(cluster, host_target, tmp_path)
 
 
-def test_local_kubectl_exec_killed_leaves_nothing_running_in_the_pod(
+@pytest.mark.parametrize(
+    ("moment", "what", "kubectl", "stage"),
+    [
+        # the local kubectl exec of the stream killed while the copy is under way
+        (_copying, "the copy under way", "pg_dump -Fc", "dump"),
+        # the port-forward to the source killed while verification reads through it
+        (_verifying, "verification under way", "port-forward", "verify"),
+    ],
+    ids=["exec-killed-mid-dump", "port-forward-killed-in-verify"],
+)
+def test_local_kubectl_killed_leaves_nothing_running_in_the_pod(
     cluster: kube.Kube,  # noqa: F811
     install: sbns.Install,
     host_target: pgserver.Server,  # noqa: F811
     tmp_path: Path,
+    moment: Callable[[pgserver.Server], bool],
+    what: str,
+    kubectl: str,
+    stage: str,
 ) -> None:
     _drop(host_target)
     run = _start(cluster, host_target, tmp_path)
-    _wait(run, lambda: _copying(host_target), "the copy under way")
-    os.kill(_kubectl_child(run, "pg_dump -Fc"), signal.SIGKILL)
+    _wait(run, lambda: moment(host_target), what)
+    os.kill(_kubectl_child(run, kubectl), signal.SIGKILL)
     outcome = run.finish(timeout=120)
-    doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage="dump")
-    assert doc["cleanup"] == [f"the partly restored {DB} was dropped from the target"]
-    _rerun_verifies(cluster, host_target, tmp_path)
-
-
-def test_port_forward_killed_during_verification(
-    cluster: kube.Kube,  # noqa: F811
-    install: sbns.Install,
-    host_target: pgserver.Server,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    _drop(host_target)
-    run = _start(cluster, host_target, tmp_path)
-    _wait(run, lambda: _verifying(host_target), "verification under way")
-    os.kill(_kubectl_child(run, "port-forward"), signal.SIGKILL)
-    outcome = run.finish(timeout=120)
-    doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage="verify")
+    doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage=stage)
     assert doc["cleanup"] == [f"the partly restored {DB} was dropped from the target"]
     _rerun_verifies(cluster, host_target, tmp_path)
 

@@ -168,6 +168,8 @@ def _assert_no_secret_left(
     install: sbns.Install,
     target: pgserver.Server,
     outcome: Outcome,
+    *,
+    container: str = "postgres",
 ) -> None:
     cluster = test_cluster.kube
     secrets_ = [target.password, install.password, KEY]
@@ -183,7 +185,7 @@ def _assert_no_secret_left(
         if path.is_file():
             assert not any(s.encode() in path.read_bytes() for s in secrets_), path
     # nothing the restore brought into the pod stays there: no temp dir, no password in a file
-    pod = kube.PostgresPod(install.namespace, "postgres-0", "postgres", sbns.USER)
+    pod = kube.PostgresPod(install.namespace, "postgres-0", container, sbns.USER)
     leftover = subprocess.run(
         kube.exec_argv(
             cluster,
