@@ -1,11 +1,12 @@
 """The programs a run starts (pg_dump, pg_restore, psql, kubectl): started so that they can be
 stopped together, whatever stops the run.
 
-Each child gets its own process group: a Ctrl-C on the terminal then reaches only the runbook,
-which decides the order of the stop (the copy first, so that nothing more is created on the
-target), instead of every program dying at once in its own way. `stop_all` ends every group still
-running (SIGTERM, then SIGKILL after a grace period); it may run from any thread, any number of
-times.
+Each child gets its own process group (in a session of its own, so without the terminal: a
+program that would prompt on it fails instead of waiting): a Ctrl-C on the terminal then reaches
+only the runbook, which decides the order of the stop (the copy first, so that nothing more is
+created on the target), instead of every program dying at once in its own way. `stop_all` ends
+every group still running (SIGTERM, then SIGKILL after a grace period); it may run from any
+thread, any number of times.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _running: set[subprocess.Popen[bytes]] = set()
 
 def popen(argv: Sequence[str], **kwargs: object) -> subprocess.Popen[bytes]:
     """subprocess.Popen in a process group of its own, remembered until it has ended."""
-    proc: subprocess.Popen[bytes] = subprocess.Popen(argv, process_group=0, **kwargs)  # type: ignore[call-overload]
+    proc: subprocess.Popen[bytes] = subprocess.Popen(argv, start_new_session=True, **kwargs)  # type: ignore[call-overload]
     with _lock:
         for done in [p for p in _running if p.poll() is not None]:
             _running.discard(done)

@@ -1,5 +1,7 @@
 """The project's error tree: one root, each error a one-line message that says what to do."""
 
+from __future__ import annotations
+
 
 class MigrationError(Exception):
     """Root of every error this project raises on purpose."""
@@ -51,3 +53,9 @@ class Stalled(MigrationError):
 
 class WorkdirFull(MigrationError):
     """The workdir's filesystem filled up while the dump was written there."""
+
+
+def add_note(e: BaseException, note: str) -> None:
+    """`e.add_note(note)` on Python 3.9 and 3.10 too: the note goes where 3.11 keeps it,
+    `__notes__`, which `fixtures.faults` reads (3.11's traceback also prints it)."""
+    e.__notes__ = [*getattr(e, "__notes__", ()), note]  # type: ignore[attr-defined]

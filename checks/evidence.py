@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from checks.data import Comparison
 from checks.dumpfile import DumpFile
 from checks.outcome import Outcome
 
+UTC = timezone.utc  # datetime.UTC from Python 3.11
 STAGES = ("preflight", "dump", "restore", "verify", "encryption key")
 
 

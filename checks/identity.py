@@ -7,8 +7,12 @@ import platform
 import socket
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.9 and 3.10: tomllib's origin, a dependency there
+    import tomli as tomllib  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -289,7 +289,7 @@ class _Table:
             return False
         assert self.key
         row: dict[str, object] = {
-            "key": dict(zip(self.key.columns, value, strict=True)),
+            "key": dict(zip(self.key.columns, value)),
             "difference": difference,
         }
         if difference == "changed":
@@ -319,9 +319,7 @@ class _Table:
         for row in self.found.rows:
             value = tuple(row["key"].values())  # type: ignore[union-attr]
             if row["difference"] == "changed" and value in src and value in dst:
-                row["columns"] = [
-                    c for c, a, b in zip(names, src[value], dst[value], strict=True) if a != b
-                ]
+                row["columns"] = [c for c, a, b in zip(names, src[value], dst[value]) if a != b]
 
     # -- without a key ---------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class Key:
         names = [sql.Identifier(f"k{i}") for i in range(len(self.columns))]
         fields = [
             sql.SQL('u.{} COLLATE "C"').format(n) if c else sql.SQL("u.{}").format(n)
-            for n, c in zip(names, self.collatable, strict=True)
+            for n, c in zip(names, self.collatable)
         ]
         thresholds = sql.SQL(
             "(SELECT array_agg(ROW({fields}) ORDER BY u.n) "
@@ -111,7 +111,7 @@ class Key:
 
     def label(self, value: KeyValue) -> str:
         """How a row is named in reports: id=42, or project_id=3,path=src/a.ts."""
-        return ",".join(f"{c}={_short(v)}" for c, v in zip(self.columns, value, strict=True))
+        return ",".join(f"{c}={_short(v)}" for c, v in zip(self.columns, value))
 
 
 def _short(value: str, limit: int = 80) -> str:

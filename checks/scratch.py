@@ -113,7 +113,7 @@ def restore_schema(
         if isinstance(e, errors.MigrationError) and [type(a) for a in e.args] == [str]:
             e.args = (f"{e.args[0]}; {cleanup}",)  # its message: one line in the evidence
         else:
-            e.add_note(cleanup)
+            errors.add_note(e, cleanup)
             log.unlink(missing_ok=True)
         raise
     dropped = _drop(target, name)

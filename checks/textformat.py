@@ -38,4 +38,4 @@ def apply(
         "SELECT set_config(n, v, %s) FROM unnest(%s::text[], %s::text[]) AS u(n, v)",
         [local, names, values],
     )
-    return {name: row[0] for name, row in zip(names, rows, strict=True)}
+    return {name: row[0] for name, row in zip(names, rows)}

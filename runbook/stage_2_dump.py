@@ -39,7 +39,7 @@ def test_stackblitz_is_stopped(source: Source, settings: Settings, run: Run) -> 
     workloads = [
         kube.Workload(str(e["kind"]), str(e["name"]), int(str(e["replicas"]))) for e in running
     ]
-    for workload, entry in zip(workloads, running, strict=True):
+    for workload, entry in zip(workloads, running):
         kube.scale(source.kube, namespace, workload, 0)
         entry["stopped"] = True  # from here on its command to start again is printed
     for workload in workloads:

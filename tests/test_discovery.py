@@ -179,7 +179,7 @@ def test_no_postgres_looking_container_among_several_is_refused() -> None:
 
 def test_finished_deleted_and_kots_pods_are_passed_over_with_the_reason() -> None:
     def pod(name: str, phase: str = "Running", deleting: bool = False) -> client.V1Pod:
-        when = datetime.datetime.now(datetime.UTC) if deleting else None
+        when = datetime.datetime.now(datetime.timezone.utc) if deleting else None
         return client.V1Pod(
             metadata=client.V1ObjectMeta(name=name, deletion_timestamp=when),
             status=client.V1PodStatus(phase=phase),

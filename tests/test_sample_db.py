@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, LiteralString
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -18,6 +18,9 @@ from psycopg import sql
 from checks import pgtools
 from fixtures import sample_db
 from fixtures.pgserver import Server
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString  # typing's own from 3.11
 
 DIGEST_TABLES = (
     "public.organizations",
