@@ -16,8 +16,6 @@ from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
 
-PROGRAMS = ("pg_dump", "pg_restore", "psql")  # the stream's pair, and the seed's psql
-
 
 @dataclass
 class DirectSource:
@@ -33,9 +31,10 @@ class DirectSource:
         return self.endpoint.connect()
 
     def tools(self, *, source_major: int, target_major: int) -> pgtools.Toolset:
+        """pg_dump, pg_restore and psql on this host (the stream's pair, the seed's psql), or
+        ToolMissing naming where it looked and the packages to install."""
         if self._tools is None:
-            found = pgtools.for_migration(source_major, target_major, self.pg_bindir)
-            self._tools = found.require(*PROGRAMS)
+            self._tools = pgtools.for_migration(source_major, target_major, self.pg_bindir)
         return self._tools
 
     def tool_versions(self) -> dict[str, str]:
@@ -46,6 +45,8 @@ class DirectSource:
             "psql": self._tools.version,
             "pg_restore": self._tools.version,
             "bindir": str(self._tools.bindir),
+            "needs": f"on this host: {', '.join(pgtools.CLIENT)}",
+            "looked_in": pgtools.looked_in(pgtools.search(self.pg_bindir), self.pg_bindir),
         }
 
     def secrets(self) -> set[str]:

@@ -11,13 +11,14 @@ from collections.abc import Callable
 
 import pytest
 
-from checks import approval, errors, kube, marker, preflight, scratch, server
+from checks import approval, errors, host_needs, kube, marker, preflight, scratch, server
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
 from checks.restore import MAINTENANCE_DB
 from checks.source import Source
 from fixtures.options import Settings
+from fixtures.run import Sides
 
 pytestmark = pytest.mark.stage("preflight")
 CHANGES = pytest.mark.modes("migrate", "preflight-only")  # checks that matter only for a change
@@ -57,12 +58,23 @@ def test_target_is_not_older_than_source(
 
 @CHANGES
 def test_dump_and_restore_programs_are_installed(
-    source: Source, source_info: server.ServerInfo, target_info: server.ServerInfo, run: Run
+    source: Source,
+    source_info: server.ServerInfo,
+    target_info: server.ServerInfo,
+    sides: Sides,
+    settings: Settings,
+    run: Run,
 ) -> None:
+    """Direct mode: pg_dump, pg_restore and psql on this host (where it looked and the packages
+    to install, when they are missing). Kubernetes mode: the pod's own, and here only kubectl
+    and, when the key comes from KOTS, its plugin."""
     tools = getattr(source, "tools", None)
-    if tools:  # the direct source runs pg_dump and psql on this host
+    if tools:
         tools(source_major=source_info.major, target_major=target_info.major)
     run.tools = source.tool_versions()
+    if isinstance(source, KubernetesSource):
+        kots = not settings.no_key and sides.kots_config_file is None
+        run.tools.update(host_needs.kubernetes(kots=kots))
 
 
 @CHANGES

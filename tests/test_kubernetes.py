@@ -311,8 +311,11 @@ def test_key_stage_errors_are_clear(
         "--preflight-only",
         "--allow-active-connections",
     ]
+    # Without the KOTS plugin, preflight refuses before anything changes (a migration would
+    # otherwise find out after the copy); with --no-key the plugin is not needed.
     no_plugin = run_runbook(tmp_path / "a", *base, env={"PATH": os.environ["PATH"]})
-    assert "plugin is not installed" in no_plugin.check("test_encryption_key_is_found")["message"]
+    refused = no_plugin.check("test_dump_and_restore_programs_are_installed")["message"]
+    assert "the KOTS kubectl plugin (kubectl-kots) is not on PATH" in refused
     slug = run_runbook(tmp_path / "b", *base, "--kots-app", "nope", env=_env())
     assert "wrong app slug" in slug.check("test_encryption_key_is_found")["message"]
     ok = run_runbook(tmp_path / "c", *base, "--expect-key-fingerprint", "sha256:0000", env=_env())
