@@ -45,8 +45,6 @@ class DirectSource:
             "psql": self._tools.version,
             "pg_restore": self._tools.version,
             "bindir": str(self._tools.bindir),
-            "needs": f"on this host: {', '.join(pgtools.CLIENT)}",
-            "looked_in": pgtools.looked_in(pgtools.search(self.pg_bindir), self.pg_bindir),
         }
 
     def secrets(self) -> set[str]:

@@ -10,8 +10,9 @@ also runs PostgreSQL's servers here.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
-from checks import errors
+from checks import errors, pgtools
 
 
 def kubernetes(*, kots: bool) -> dict[str, str]:
@@ -37,3 +38,12 @@ def kubernetes(*, kots: bool) -> dict[str, str]:
         "in the pod: pg_dump, pg_restore, psql"
     )
     return found
+
+
+def direct(tools: pgtools.Toolset, pg_bindir: Path | None) -> dict[str, str]:
+    """What direct mode found (checks.pgtools has refused already when it found nothing)."""
+    return {
+        "needs": f"on this host: {', '.join(pgtools.CLIENT)}",
+        "found": str(tools.bindir),
+        "looked_in": pgtools.looked_in(pgtools.search(pg_bindir), pg_bindir),
+    }

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from checks import approval, errors, host_needs, kube, marker, preflight, scratch, server
+from checks.direct import DirectSource
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
@@ -68,13 +69,15 @@ def test_dump_and_restore_programs_are_installed(
     """Direct mode: pg_dump, pg_restore and psql on this host (where it looked and the packages
     to install, when they are missing). Kubernetes mode: the pod's own, and here only kubectl
     and, when the key comes from KOTS, its plugin."""
-    tools = getattr(source, "tools", None)
-    if tools:
-        tools(source_major=source_info.major, target_major=target_info.major)
-    run.tools = source.tool_versions()
-    if isinstance(source, KubernetesSource):
+    majors = {"source_major": source_info.major, "target_major": target_info.major}
+    if isinstance(source, DirectSource):
+        found = source.tools(**majors)
+        run.preflight["host_programs"] = host_needs.direct(found, source.pg_bindir)
+    elif isinstance(source, KubernetesSource):
+        source.tools(**majors)
         kots = not settings.no_key and sides.kots_config_file is None
-        run.tools.update(host_needs.kubernetes(kots=kots))
+        run.preflight["host_programs"] = host_needs.kubernetes(kots=kots)
+    run.tools = source.tool_versions()
 
 
 @CHANGES

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from checks import pgtools
 from fixtures import pgserver
 from fixtures.kots_sample import kots_config_values
 
@@ -98,6 +99,30 @@ def direct_args(
 KIND_ABSENT = {"KIND_NODE_IMAGE": "stackblitz-migrate/kind-node:absent"}
 
 
+# Runs argv with an empty tmpfs over each directory named first, in a mount namespace of its
+# own: what the run may not see stays as it is for everybody else.
+_HIDING = (
+    'n=$1; shift; while [ "$n" -gt 0 ]; do mount -t tmpfs none "$1"; shift; n=$((n-1)); done; '
+    'exec "$@"'
+)
+
+
+def postgresql_program_dirs() -> list[Path]:
+    """Where PostgreSQL's programs can be found on this host (checks.pgtools looks there)."""
+    places = [
+        pgtools.cache_dir() / "pg",
+        Path("/usr/lib/postgresql"),
+        *Path("/").glob("usr/pgsql-*"),
+    ]
+    return [p for p in places if p.is_dir()]
+
+
+def hidden(directories: list[Path], argv: list[str]) -> list[str]:
+    """argv run where `directories` look empty."""
+    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _HIDING, "sh"]
+    return [*unshare, str(len(directories)), *map(str, directories), *argv]
+
+
 def _argv(workdir: Path, reports: Path, args: tuple[str, ...]) -> list[str]:
     return [
         sys.executable,
@@ -113,13 +138,19 @@ def _argv(workdir: Path, reports: Path, args: tuple[str, ...]) -> list[str]:
 
 
 def run_runbook(
-    tmp: Path, *args: str, env: dict[str, str] | None = None, workdir: Path | None = None
+    tmp: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    workdir: Path | None = None,
+    hide: list[Path] | None = None,
 ) -> Outcome:
-    """Run the runbook with its workdir and reports under `tmp`; never raises on failure."""
+    """Run the runbook with its workdir and reports under `tmp`; never raises on failure.
+    `hide`: directories the run sees empty (e.g. postgresql_program_dirs())."""
     workdir, reports = workdir or tmp / "work", tmp / "reports"
     workdir.mkdir(parents=True, exist_ok=True)
+    argv = _argv(workdir, reports, args)
     proc = subprocess.run(
-        _argv(workdir, reports, args),
+        hidden(hide, argv) if hide else argv,
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -4,6 +4,8 @@ which packages to install, before anything changes."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from psycopg import sql
 
 from checks import data, errors, pgtools, schema
 from fixtures import pgserver
-from tests.runbook_cli import direct_args, run_runbook
+from tests.runbook_cli import REPO, direct_args, hidden, postgresql_program_dirs, run_runbook
 
 DB = "sbm_host_programs"
 
@@ -152,3 +154,37 @@ def test_rehearsal_without_server_programs_is_not_done(tmp_path: Path) -> None:
     assert "install postgresql-18 (Debian/Ubuntu) or postgresql18-server (RHEL, from PGDG)" in (
         reason
     )
+
+
+def test_hidden_postgresql_programs_are_not_found() -> None:
+    """What the Kubernetes-mode migration test runs under (tests.runbook_cli.hidden): no
+    PostgreSQL program can be found there, so that test proves the mode needs none here."""
+    probe = (
+        "from checks import pgtools; "
+        "print(len(pgtools.installed()), pgtools.looked_in(pgtools.search()))"
+    )
+    argv = hidden(postgresql_program_dirs(), [sys.executable, "-c", probe])
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=REPO)
+    assert done.stdout.startswith("0 "), done.stdout
+
+
+def test_preflight_records_what_direct_mode_found_and_where(
+    source_db: None, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """--pg-bindir is the only place looked in, and the evidence says what was found there."""
+    real = pgtools.for_major(18).bindir
+    outcome = run_runbook(
+        tmp_path,
+        *direct_args(pg15, pg18, tmp_path, database=DB),
+        "--preflight-only",
+        "--pg-bindir",
+        str(real),
+    )
+    assert outcome.code == 0, outcome.output[-3000:]
+    found = outcome.evidence["preflight"]["host_programs"]
+    version = pgtools.for_major(18).version
+    assert found == {
+        "needs": "on this host: pg_dump, pg_restore, psql",
+        "found": str(real),
+        "looked_in": f"--pg-bindir {real}: PostgreSQL {version}",
+    }

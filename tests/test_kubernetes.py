@@ -23,7 +23,7 @@ from fixtures import pgserver
 from fixtures import stackblitz_namespace as sbns
 from fixtures.kots_sample import kots_config_values
 from tests import clusters
-from tests.runbook_cli import Outcome, run_runbook, target_args
+from tests.runbook_cli import Outcome, postgresql_program_dirs, run_runbook, target_args
 
 pytestmark = pytest.mark.cluster
 
@@ -123,6 +123,8 @@ def test_kubernetes_migration_is_verified(
     host_target: pgserver.Server,
     tmp_path: Path,
 ) -> None:
+    """The whole migration, on a host where no PostgreSQL program can be found: Kubernetes mode
+    runs the pod's own, and here only kubectl and its KOTS plugin (psycopg brings its libpq)."""
     cluster = test_cluster.kube
     _drop_target(host_target)
     key_out = tmp_path / "key"
@@ -133,9 +135,14 @@ def test_kubernetes_migration_is_verified(
         "--key-out",
         str(key_out),
         env=_env(),
+        hide=postgresql_program_dirs(),
     )
     assert outcome.code == 0, outcome.output[-4000:]
     doc = outcome.evidence
+    assert doc["preflight"]["host_programs"]["needs"] == (
+        "on this host: kubectl, kubectl-kots (no PostgreSQL program); "
+        "in the pod: pg_dump, pg_restore, psql"
+    )
     assert doc["verified"] is True
     assert doc["source"]["kind"] == "kubernetes" and doc["dump"]["method"] == "stream"
     assert (doc["source"]["namespace"], doc["source"]["pod"]) == ("stackblitz", "postgres-0")
