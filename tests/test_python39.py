@@ -53,11 +53,13 @@ def _rootfs() -> Path:
 def _in_rootfs(
     rootfs: Path, site: Path, argv: list[str], *, site_writable: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """argv under chroot, with the checkout (read-only) at /mnt and `site` at /srv, in a clean
-    environment."""
+    """argv under chroot, with the checkout (read-only) at /mnt and `site` at /srv, an empty /tmp
+    and /root, in a clean environment."""
     mount_site = "mount --bind" if site_writable else "mount -o bind,ro"
     binds = (
         f'mount -o bind,ro "$1" "$3{CHECKOUT}" && {mount_site} "$2" "$3{SITE}" && root=$3 && '
+        # what pip and python3 write on their own goes nowhere
+        'mount -t tmpfs none "$root/tmp" && mount -t tmpfs none "$root/root" && '
         # the host's resolver, for pip (the root filesystem's may be stale)
         'if [ -f "$root/etc/resolv.conf" ]; then '
         'mount -o bind,ro /etc/resolv.conf "$root/etc/resolv.conf"; fi && '
