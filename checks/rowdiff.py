@@ -356,8 +356,8 @@ class _Table:
 
         if chosen:
             src_rows, dst_rows = self.both.run(counts)
-            self.found.only_on_source = (src_rows - dst_rows).total()
-            self.found.only_on_target = (dst_rows - src_rows).total()
+            self.found.only_on_source = sum((src_rows - dst_rows).values())  # .total(): 3.10
+            self.found.only_on_target = sum((dst_rows - src_rows).values())
 
 
 def narrow_table(

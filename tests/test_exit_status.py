@@ -80,7 +80,10 @@ def test_unreachable_cluster_is_not_done(tmp_path: Path) -> None:
 
 def test_missing_postgresql_programs_are_not_done(tmp_path: Path) -> None:
     run = run_runbook(tmp_path, "--rehearsal", "--rehearsal-source-version", "9")
-    _nothing_done(run, "the rehearsal cannot start here: PostgreSQL 9 programs are not installed")
+    _nothing_done(
+        run,
+        "the rehearsal cannot start here: PostgreSQL 9's server programs are not on this host",
+    )
 
 
 def test_preflight_only_that_passes_is_0(tmp_path: Path) -> None:
