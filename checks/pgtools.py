@@ -107,7 +107,8 @@ def _probe(bindir: Path, origin: str) -> Place:
     if done.returncode != 0 or not match:
         # e.g. the project cache's builds on an older C library than they were built for
         said = (done.stderr or done.stdout).strip().splitlines()
-        return Place(bindir, origin, None, f"pg_dump does not run ({said[0] if said else ''})")
+        why = said[0] if said else f"exit status {done.returncode}, no version"
+        return Place(bindir, origin, None, f"pg_dump does not run ({why})")
     return Place(bindir, origin, Toolset(bindir, int(match[1]), int(match[2] or 0)), "")
 
 
