@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -15,6 +16,7 @@ from psycopg import sql
 from checks import textformat
 from checks.progress import Progress
 
+T = TypeVar("T")
 CANCEL_S = 15  # for both sides' scans to stop once one has failed or a signal came
 
 _TABLES = """
@@ -174,12 +176,25 @@ def snapshot_both(
 ) -> tuple[Snapshot, Snapshot]:
     """Both sides at once, each on its own server: verification takes the longer, not the sum."""
 
+    def work(conn: psycopg.Connection, side: str) -> Snapshot:
+        return snapshot(conn, Progress(f"verify {side}", emit) if emit else None)
+
+    return on_both(source, target, work)
+
+
+def on_both(
+    source: Callable[[], psycopg.Connection],
+    target: Callable[[], psycopg.Connection],
+    work: Callable[[psycopg.Connection, str], T],
+) -> tuple[T, T]:
+    """`work(conn, "source")` and `work(conn, "target")` at once, each on its own connection."""
+
     opened: list[psycopg.Connection] = []
 
-    def run(connect: Callable[[], psycopg.Connection], side: str) -> Snapshot:
+    def run(connect: Callable[[], psycopg.Connection], side: str) -> T:
         with connect() as conn:
             opened.append(conn)
-            return snapshot(conn, Progress(f"verify {side}", emit) if emit else None)
+            return work(conn, side)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         src, dst = pool.submit(run, source, "source"), pool.submit(run, target, "target")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
-from checks import children, errors, parts, pgtools, private, restore, scratch, stream
+from checks import children, errors, overlap, parts, pgtools, private, restore, scratch, stream
 from checks import dump as dumping
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
@@ -21,6 +21,7 @@ from checks.progress import Progress
 class DirectSource:
     endpoint: Endpoint
     pg_bindir: Path | None = None
+    jobs: int = 2  # data streams (and index builds) at once: --jobs
     kind: str = "direct"
     _tools: pgtools.Toolset | None = field(default=None, repr=False)
 
@@ -93,34 +94,49 @@ class DirectSource:
         target_major: int,
         log: Path,
         progress: Progress | None = None,
+        early: overlap.Early | None = None,
     ) -> list[stream.Part]:
-        """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot."""
+        """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot;
+        `early` digests both sides while they run (checks.overlap)."""
         tools = self._tools_for(target_major)
         done: list[stream.Part] = []
-        with self.endpoint.connect(autocommit=False) as held:
-            # Held open until the last pg_dump has started: they all read this snapshot.
-            held.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            held.read_only = True
-            snapshot = str(held.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-            steps = parts.plan(held)
-            for step in steps:
-                # On any error or signal here, the children stop before the pool waits for the
-                # threads that feed them.
-                with ThreadPoolExecutor(max_workers=len(step)) as pool, children.stopped_on_error():
-                    runs = [
-                        pool.submit(
-                            self._stream_part,
-                            tools,
-                            part,
-                            snapshot,
-                            directory,
-                            target,
-                            log,
-                            progress,
-                        )
-                        for part in step
-                    ]
-                    done += [run.result() for run in runs]
+        try:
+            with self.endpoint.connect(autocommit=False) as held:
+                # Held open until the last pg_dump has started: they all read this snapshot.
+                held.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                held.read_only = True
+                snapshot = str(held.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
+                if early:
+                    early.start_source(self.connect, snapshot)
+                for step in parts.plan(held, self.jobs):
+                    # On any error or signal here, the children stop before the pool waits for
+                    # the threads that feed them.
+                    pool = ThreadPoolExecutor(max_workers=min(self.jobs, len(step)))
+                    with pool, children.stopped_on_error():
+                        runs = {
+                            pool.submit(
+                                self._stream_part,
+                                tools,
+                                part,
+                                snapshot,
+                                directory,
+                                target,
+                                log,
+                                progress,
+                            ): part
+                            for part in step
+                        }
+                        for run in as_completed(runs):
+                            run.result()
+                            if early and runs[run].data:
+                                early.loaded(runs[run])
+                        done += [run.result() for run in runs]  # in the plan's order
+            if early:
+                early.all_loaded()
+        except BaseException:
+            if early:
+                early.close()  # before the copy's cleanup drops what it created
+            raise
         return done
 
     def _stream_part(

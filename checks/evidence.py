@@ -11,6 +11,7 @@ from pathlib import Path
 from checks.data import Comparison
 from checks.dumpfile import DumpFile
 from checks.outcome import Outcome
+from checks.overlap import Early
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 STAGES = ("preflight", "dump", "restore", "verify", "encryption key")
@@ -61,6 +62,9 @@ class Run:
     # Values that must never appear in anything written: passwords, the key.
     secrets: set[str] = field(default_factory=set, repr=False)
     dump_file: DumpFile | None = field(default=None, repr=False)
+    # --method stream: the digests taken while the copy ran (checks.overlap), for stage 4.
+    early: Early | None = field(default=None, repr=False)
+    verification: dict[str, object] | None = None  # what stage 4's data check did, overlap too
 
     def stages(self) -> list[dict[str, object]]:
         out = []
@@ -178,6 +182,7 @@ class Run:
             "sequences": comparison.sequences if comparison else [],
             "large_objects": comparison.large_objects if comparison else None,
             "data_differences": comparison.differences if comparison else None,
+            "verification": self.verification,
             "schema_objects": self.schema_objects,
             "schema_differences": self.schema_differences,
             "outage": self.outage,

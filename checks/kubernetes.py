@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import psycopg
 
-from checks import children, errors, kube, private, restore, scratch, stream
+from checks import children, errors, kube, overlap, private, restore, scratch, stream
 from checks import dump as dumping
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
@@ -327,6 +327,7 @@ class KubernetesSource:
         target_major: int,
         log: Path,
         progress: Progress | None = None,
+        early: overlap.Early | None = None,  # not used yet: verification follows the copy
     ) -> list[stream.Part]:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
         the target), the archive coming out to this host as it goes."""

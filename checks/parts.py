@@ -1,12 +1,17 @@
-"""How a direct-mode stream is cut into parts: the schema, the data in two streams at once, then
-indexes and constraints.
+"""How a direct-mode stream is cut into parts: the schema, the data in streams that run at once
+(--jobs of them), then indexes and constraints.
 
 One pg_dump stream copies one table at a time, and a StackBlitz database is mostly one table
 (project files) and the events: the copy then takes the sum of the two, where two streams take
 the longer. pg_restore -j cannot read a stream, so the runbook runs the streams itself: every
 pg_dump reads one exported snapshot (the same data as one pg_dump), the data parts load into
 tables without indexes or foreign keys yet, and the post-data part builds those at the end, as
-pg_restore does.
+pg_restore does (from its file, with --jobs index builds at once).
+
+A table holding a large share of the data streams on its own (the share falls as --jobs grows,
+so that a bigger host splits more); the rest streams together, large objects included. Parts
+run largest first, --jobs at a time. A table is not cut into ranges: pg_dump dumps whole tables
+only, and the artifact must stay a set of archives pg_restore restores by hand.
 """
 
 from __future__ import annotations
@@ -16,18 +21,21 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-# A table this share of the data or more gets a stream of its own; below it, one data stream is
-# as fast (two streams of unequal size end when the larger does).
+# A table this share of the data or more gets a stream of its own (with more jobs, 1/(2 jobs)
+# if that is less); below it, one data stream is as fast (streams of unequal size end when the
+# largest does).
 ALONE_SHARE = 0.2
 
-_LARGEST = """
+_TABLES = """
 SELECT n.nspname, c.relname, pg_table_size(c.oid),
        (sum(pg_table_size(c.oid)) OVER ())::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg_toast%'
-ORDER BY 3 DESC LIMIT 1
+ORDER BY 3 DESC, 1, 2
 """
+
+Table = tuple[str, str]  # schema, name
 
 
 @dataclass(frozen=True)
@@ -35,18 +43,45 @@ class Part:
     name: str  # its file in the artifact directory
     dump_flags: tuple[str, ...]  # what pg_dump dumps of the database
     creates: bool  # restored into the maintenance database with -C, creating the database
+    # Data parts: the tables whose rows it holds (a table of its own), or None for every table
+    # but `excluded` (the rest).
+    tables: tuple[Table, ...] | None = None
+    excluded: tuple[Table, ...] = ()
+    data: bool = False
 
 
-def plan(conn: psycopg.Connection) -> list[list[Part]]:
-    """Steps, in order; the parts of one step run at once."""
+def alone_share(jobs: int) -> float:
+    return min(ALONE_SHARE, 1.0 / (2 * max(jobs, 1)))
+
+
+def plan(conn: psycopg.Connection, jobs: int = 2) -> list[list[Part]]:
+    """Steps, in order; the parts of one step run at once, up to `jobs` of them, largest first."""
     schema = Part("1-pre-data.dump", ("--section=pre-data",), creates=True)
-    rest = Part("2-data.dump", ("--section=data",), creates=False)
     indexes = Part("3-post-data.dump", ("--section=post-data",), creates=False)
-    row = conn.execute(_LARGEST).fetchone()
-    if not row or not row[3] or row[2] < ALONE_SHARE * row[3]:
-        return [[schema], [rest], [indexes]]
-    table = sql.Identifier(row[0], row[1]).as_string(conn)
+    rows = conn.execute(_TABLES).fetchall()
+    total = rows[0][3] if rows else 0
+    alone = [(s, n) for s, n, size, _ in rows if total and size >= alone_share(jobs) * total]
+    data = [
+        Part(
+            f"2-data-{name}.dump"
+            if len(alone) == len({n for _, n in alone})
+            else f"2-data-{schema_name}.{name}.dump",
+            ("--section=data", "--table", sql.Identifier(schema_name, name).as_string(conn)),
+            creates=False,
+            tables=((schema_name, name),),
+            data=True,
+        )
+        for schema_name, name in alone
+    ]
     # -t leaves large objects out and --exclude-table-data keeps them: they are dumped once.
-    others = Part(rest.name, (*rest.dump_flags, f"--exclude-table-data={table}"), creates=False)
-    alone = Part(f"2-data-{row[1]}.dump", (*rest.dump_flags, "--table", table), creates=False)
-    return [[schema], [alone, others], [indexes]]
+    excludes = tuple(
+        f"--exclude-table-data={sql.Identifier(s, n).as_string(conn)}" for s, n in alone
+    )
+    rest = Part(
+        "2-data.dump",
+        ("--section=data", *excludes),
+        creates=False,
+        excluded=tuple(alone),
+        data=True,
+    )
+    return [[schema], [*data, rest], [indexes]]

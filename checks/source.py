@@ -16,6 +16,7 @@ import psycopg
 
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
+from checks.overlap import Early
 from checks.progress import Progress
 from checks.stream import Part
 
@@ -50,10 +51,12 @@ class Source(Protocol):
         target_major: int,
         log: Path,
         progress: Progress | None = None,
+        early: Early | None = None,
     ) -> list[Part]:
         """--method stream: pg_dump's archive(s) restored by pg_restore as they are written
         into `directory`, each restore stopping at its first error; `log` is the prefix of the
-        logs' names."""
+        logs' names. With `early`, the source calls its start_source, loaded and all_loaded as
+        the copy goes, so that verification overlaps it (checks.overlap)."""
         ...
 
     def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:

@@ -10,13 +10,26 @@ documented procedure does.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
-from checks import children, data, dump, dumpfile, errors, kube, partial, preflight, server, stream
+from checks import (
+    children,
+    data,
+    dump,
+    dumpfile,
+    errors,
+    kube,
+    overlap,
+    partial,
+    preflight,
+    server,
+    stream,
+)
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.evidence import Run
@@ -99,12 +112,20 @@ def test_dump_is_streamed_into_target(
     # The restore's sessions carry this name: the target's DBA can see them, and a failure
     # can wait for them to end.
     restoring = replace(target, params={**target.params, "application_name": target_copy.restorer})
+    # Verification's scans of both sides start while the copy runs; stage 4 re-confirms them
+    # and gives the verdict (checks.overlap).
+    run.early = overlap.Early(functools.partial(restoring.connect, dbname=settings.database), say)
     try:
         # On any fault, what the stream left on the target is dropped (a second attempt would
         # find it and refuse, and StackBlitz must never be pointed at it): checks.partial.
         with target_copy.guarded(progress), stream.artifact(final) as directory:
             written = source.stream(
-                directory, restoring, target_major=target_info.major, log=log, progress=progress
+                directory,
+                restoring,
+                target_major=target_info.major,
+                log=log,
+                progress=progress,
+                early=run.early,
             )
         archive = stream.seal(directory, final, written)
     finally:
