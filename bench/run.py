@@ -4,9 +4,13 @@
 2. the runbook's dump and restore (`pytest runbook/`, read from its evidence);
 3. the runbook's verification (the same run's verify stage);
 4. the floor: the schema, then a bare `COPY TO STDOUT | COPY FROM STDIN` of every table, two at
-   a time, then the indexes and constraints: no files, no compression.
-Prints the times, the ratios seed / runbook and runbook / floor, the runbook process tree's peak
-RSS and the dump's bytes; --json writes the same to a file.
+   a time, then the indexes and constraints: no files, no compression, no verification;
+5. with --peers, `pgcopydb clone` (bench/peers.py) into a fresh target database.
+Prints the times, the runbook's outage (dump start to passed verification, from its evidence) and
+how much of its verification overlapped the copy, the ratios seed / runbook, outage / floor and
+outage / pgcopydb, the runbook process tree's peak RSS and the dump's bytes; --json writes the
+same to a file. With --repeat N, the runbook, the floor and the peer run N times each,
+alternating, and the medians are reported.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench import peers
 from bench.levers import directory_format, plain_pipe
 from checks import data, pgtools
 from fixtures import pgserver, sample_db
@@ -109,6 +114,7 @@ def runbook(
     work: Path,
     method: str = "stream",
     env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """The real runbook, as an operator runs it; its stage timings come from its evidence."""
     reports = work / f"reports-{method}"
@@ -135,6 +141,7 @@ def runbook(
         str(reports),
         "--method",
         method,
+        *extra,
     ]
     print(f"bench: runbook --method {method} ...", flush=True)
     log = work / f"runbook-{method}.log"
@@ -152,9 +159,12 @@ def runbook(
         raise SystemExit(f"bench: the runbook did not verify:\n{output.decode()[-3000:]}")
     stages = {s["name"]: s["seconds"] for s in evidence["stages"]}
     rss = usage.ru_maxrss  # KiB on Linux
+    outage = evidence["outage"]["seconds"]
+    overlap = (evidence.get("verification") or {}).get("overlap")
     print(
         f"bench: runbook --method {method}: dump {stages['dump']:.1f} s, "
-        f"restore {stages['restore']:.1f} s, verify {stages['verify']:.1f} s",
+        f"restore {stages['restore']:.1f} s, verify {stages['verify']:.1f} s; "
+        f"outage {outage:.1f} s (verification overlap {overlap})",
         flush=True,
     )
     artifact = Path(evidence["dump"]["path"])  # measured; at 4 GB the next run needs the room
@@ -166,6 +176,8 @@ def runbook(
         "dump": stages["dump"],
         "restore": stages["restore"],
         "verify": stages["verify"],
+        "outage_s": outage,
+        "verification": evidence.get("verification"),
         "bytes": evidence["dump"]["bytes"],
         "peak_rss_mb": round(rss / 1024, 1),
     }
@@ -255,6 +267,18 @@ def main(argv: list[str]) -> int:
         "median of each (this machine's timings vary by 10-20%% from run to run)",
     )
     p.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="the runbook's --jobs (and pgcopydb's table and index jobs); default: the cores",
+    )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time `pgcopydb clone` on the same source into a fresh target, alternating "
+        "with the runbook and the floor (scripts/peers installs it)",
+    )
+    p.add_argument(
         "--levers",
         action="store_true",
         help="also time the levers one by one: the runbook's --method seed, a bare "
@@ -272,8 +296,16 @@ def main(argv: list[str]) -> int:
 
         result = kubernetes.measure(a.size_gb, a.target_version)
     else:
+        if a.peers and peers.available():
+            raise SystemExit(f"bench: --peers: {peers.available()}")
         result = _measure_direct(
-            a.size_gb, a.source_version, a.target_version, a.levers, max(a.repeat, 1)
+            a.size_gb,
+            a.source_version,
+            a.target_version,
+            a.levers,
+            max(a.repeat, 1),
+            jobs=max(a.jobs, 1),
+            with_peers=a.peers,
         )
     print(json.dumps(result, indent=2))
     if a.json:
@@ -282,7 +314,14 @@ def main(argv: list[str]) -> int:
 
 
 def _measure_direct(
-    size_gb: float, source_version: int, target_version: int, levers: bool, repeat: int
+    size_gb: float,
+    source_version: int,
+    target_version: int,
+    levers: bool,
+    repeat: int,
+    *,
+    jobs: int,
+    with_peers: bool,
 ) -> dict[str, object]:
     tools = pgtools.for_migration(source_version, target_version)
     with (
@@ -296,21 +335,40 @@ def _measure_direct(
         size = int(size_gb * 1e9)
         with psycopg.connect(**src.connect_kwargs(DB)) as conn:
             _timed(f"generate {size_gb} GB", lambda: sample_db.seed(conn, size_bytes=size))
-        with psycopg.connect(**src.connect_kwargs(DB)) as conn:
+        with psycopg.connect(**src.connect_kwargs(DB), autocommit=True) as conn:
+            # Settled, as a production database is: autovacuum's first ANALYZE of the freshly
+            # loaded tables would otherwise write on the source during a timed run.
+            _timed("VACUUM ANALYZE the source", lambda: conn.execute("VACUUM ANALYZE"))
             db_bytes = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         seed = seed_procedure(src, dst, tools, work)
-        books, bares = [], []
-        for _ in range(repeat):
+        books, bares, peer_runs = [], [], []
+        for i in range(repeat):
+            print(f"bench: round {i + 1} of {repeat}: {_load()}", flush=True)
             _drop(dst)
-            books.append(runbook(direct_source(src, work), dst, work))
+            books.append(runbook(direct_source(src, work), dst, work, extra=("--jobs", str(jobs))))
             _drop(dst)
             bares.append(floor(src, dst, tools))
-        books.sort(key=lambda b: b["dump"] + b["restore"])
+            if with_peers:
+                _drop(dst)
+                peer_runs.append(peers.pgcopydb_clone(src, dst, work, jobs))
+        _drop(dst)
+        books.sort(key=lambda b: b["outage_s"])
         book, bare = books[len(books) // 2], sorted(bares)[len(bares) // 2]
-        samples = {
+        samples: dict[str, object] = {
+            "jobs": jobs,
             "runbook_totals_s": [round(b["dump"] + b["restore"], 1) for b in books],
+            "outage_samples_s": [b["outage_s"] for b in books],
             "floor_samples_s": [round(b, 1) for b in sorted(bares)],
+            "load_average": _load(),
         }
+        if peer_runs:
+            peer_runs.sort(key=lambda r: float(r["seconds"]))  # type: ignore[arg-type]
+            peer = peer_runs[len(peer_runs) // 2]
+            samples["pgcopydb"] = {
+                **peer,
+                "samples_s": [r["seconds"] for r in peer_runs],
+            }
+            samples["outage_over_pgcopydb"] = round(book["outage_s"] / float(peer["seconds"]), 2)  # type: ignore[arg-type]
         extra: dict[str, object] = {}
         if levers:
             _drop(dst)
@@ -326,6 +384,7 @@ def _measure_direct(
             _drop(dst)
     result = summarize(size_gb, db_bytes, seed, book, bare)
     result.update(source=source_version, target=target_version, repeat=repeat, **samples)
+    print(_figures(result), flush=True)
     if extra:
         result["levers"] = extra
     return result
@@ -362,4 +421,41 @@ def summarize(
         "seed_over_runbook": round(seed_total / book_total, 2),
         "runbook_over_floor": round(book_total / bare, 2),
         "verify_over_dump_restore": round(book["verify"] / book_total, 2),
+        **_outage(book, bare),
     }
+
+
+def _outage(book: dict[str, float], bare: float) -> dict[str, object]:
+    """The outage (dump start to passed verification) and how much verification overlapped."""
+    if "outage_s" not in book:
+        return {}
+    verification = book.get("verification") or {}
+    return {
+        "outage_s": book["outage_s"],
+        "outage_over_floor": round(book["outage_s"] / bare, 2),
+        "verification_overlap": verification.get("overlap"),  # type: ignore[union-attr]
+        "verification_final_check_s": verification.get("final_check_seconds"),  # type: ignore[union-attr]
+    }
+
+
+def _figures(result: dict[str, object]) -> str:
+    """The figures the issue asks for, on a few lines above the JSON."""
+    runbook_figures = result["runbook"]
+    lines = [
+        f"bench: outage {result.get('outage_s')} s = {result.get('outage_over_floor')} x the "
+        f"floor ({result['floor_s']} s); verification overlap {result.get('verification_overlap')}"
+        f", final check {result.get('verification_final_check_s')} s",
+        f"bench: peak RSS {runbook_figures['peak_rss_mb']} MB; seed / runbook "  # type: ignore[index]
+        f"{result['seed_over_runbook']}",
+    ]
+    if "pgcopydb" in result:
+        lines.append(
+            f"bench: pgcopydb clone {result['pgcopydb']['seconds']} s; outage / pgcopydb "  # type: ignore[index]
+            f"{result['outage_over_pgcopydb']}"
+        )
+    return "\n".join(lines)
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"

@@ -193,6 +193,12 @@ class Early:
         side.digests[(schema, name)] = _digest(conn, schema, name, kind)
         side.spans.append((started, time.time()))
 
+    def wait(self) -> None:
+        """Until both workers have done what the copy gave them."""
+        for side in (self.source, self.target):
+            if side.thread:
+                side.thread.join()
+
     def close(self) -> None:
         """Stop both workers (a failed or interrupted copy): their queries are cancelled."""
         self._closed = True
@@ -212,9 +218,7 @@ class Early:
     ) -> tuple[data.Snapshot, data.Snapshot, dict[str, object]]:
         """Both sides' snapshots for data.compare, once re-confirmed, and what the overlap did
         (for the evidence)."""
-        for side in (self.source, self.target):
-            if side.thread:
-                side.thread.join()
+        self.wait()
         started = time.time()
         found: dict[str, dict[str, object]] = {}
 
