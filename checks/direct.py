@@ -21,7 +21,7 @@ from checks.progress import Progress
 class DirectSource:
     endpoint: Endpoint
     pg_bindir: Path | None = None
-    jobs: int = 2  # data streams (and index builds) at once: --jobs
+    jobs: int = 2  # data streams at once: --jobs
     kind: str = "direct"
     _tools: pgtools.Toolset | None = field(default=None, repr=False)
 

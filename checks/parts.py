@@ -6,7 +6,9 @@ One pg_dump stream copies one table at a time, and a StackBlitz database is most
 the longer. pg_restore -j cannot read a stream, so the runbook runs the streams itself: every
 pg_dump reads one exported snapshot (the same data as one pg_dump), the data parts load into
 tables without indexes or foreign keys yet, and the post-data part builds those at the end, as
-pg_restore does (from its file, with --jobs index builds at once).
+pg_restore does. The post-data part stays one stream: its index builds took 0.3 s of a 4 s copy
+at 0.25 GB with pg_restore -j1 and -j2 alike (PostgreSQL builds a large index with parallel
+workers of its own).
 
 A table holding a large share of the data streams on its own (the share falls as --jobs grows,
 so that a bigger host splits more); the rest streams together, large objects included. Parts

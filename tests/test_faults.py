@@ -321,29 +321,21 @@ def test_full_workdir_is_one_line_and_leaves_no_partial_copy(
     _rerun_verifies(scene, "--method", method)
 
 
-def _wait_for_query(
-    run: Running, server: pgserver.Server, needle: str, timeout: float = 120
-) -> None:
-    """Until a session on `server` runs a query containing `needle`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert run.proc.poll() is None, run.log.read_text()[-3000:]
-        with _admin(server) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                "AND pid <> pg_backend_pid() AND query LIKE %s",
-                (f"%{needle}%",),
-            ).fetchone()
-        if row and row[0]:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"no query with {needle!r} on the server")
-
-
 def test_signal_during_verification_drops_the_unverified_copy(scene: Scene) -> None:
-    """The copy is whole but not yet verified: it is marked, so the run's end drops it."""
-    run = start_runbook(scene.tmp, *scene.args())
-    _wait_for_query(run, scene.target, "::bit(64)::bigint")
+    """The copy is whole but not yet verified: it is marked, so the run's end drops it.
+
+    Verification's scans ran during the copy (checks.overlap): the run is held at stage 4's
+    start (tests/runbook_hooks.py) for the signal to arrive there."""
+    held = scene.tmp / "verifying"
+    run = start_runbook(
+        scene.tmp,
+        *scene.args("-p", "tests.runbook_hooks"),
+        env={"SBM_TEST_HOLD_VERIFY": str(held)},
+    )
+    deadline = time.monotonic() + 120
+    while not held.exists():
+        assert run.proc.poll() is None and time.monotonic() < deadline, run.log.read_text()[-3000:]
+        time.sleep(0.05)
     run.proc.send_signal(signal.SIGTERM)
     outcome = run.finish(timeout=60)
     doc = _assert_orderly_stop(

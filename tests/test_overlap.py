@@ -2,7 +2,7 @@
 
 The early digests are taken while the copy runs; what changes after them must still fail the
 run: a target table changed after its digest, a source written after the copy's snapshot. The
-changes are made by a plugin of the runbook's own pytest run (tests/overlap_tamper.py) once the
+changes are made by a plugin of the runbook's own pytest run (tests/runbook_hooks.py) once the
 early digests are done and before stage 4's final check, as another session would.
 """
 
@@ -20,7 +20,7 @@ from fixtures import pgserver, sample_db
 from tests.runbook_cli import Outcome, direct_args, run_runbook
 
 DB = "sbm_overlap"
-PLUGIN = ("-p", "tests.overlap_tamper")
+PLUGIN = ("-p", "tests.runbook_hooks")
 
 
 def _admin(server: pgserver.Server, dbname: str = "postgres") -> psycopg.Connection:

@@ -1,13 +1,18 @@
-"""A pytest plugin for the runbook runs of tests/test_overlap.py (`-p tests.overlap_tamper`).
+"""A pytest plugin for the runbook runs of the project's tests (`-p tests.runbook_hooks`): a
+session of another program acting at a chosen moment of a real run.
 
-Once the copy's early digests are done and before stage 4's final check, it runs one SQL
-statement on the target (SBM_TEST_TAMPER_TARGET) or the source (SBM_TEST_TAMPER_SOURCE), as
-another program's session would: what the overlap must still catch.
+Before stage 4's data check, once the copy's early digests are done (checks.overlap):
+- SBM_TEST_TAMPER_TARGET / SBM_TEST_TAMPER_SOURCE: one SQL statement run on the target or the
+  source database, a change the final check must still catch (tests/test_overlap.py);
+- SBM_TEST_HOLD_VERIFY: a file created, then a wait of up to a minute, for a signal to arrive
+  during verification (tests/test_faults.py): the final check alone is over too fast to hit.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +35,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if statement:
             with endpoint.connect(dbname=settings.database) as conn:
                 conn.execute(statement)
+    hold = os.environ.get("SBM_TEST_HOLD_VERIFY")
+    if hold:
+        Path(hold).touch()
+        time.sleep(60)
