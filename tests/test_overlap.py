@@ -173,3 +173,37 @@ def test_a_source_write_after_the_snapshot_fails_the_run(
     assert doc["verification"]["source"]["snapshot_still_current"] is False
     assert "changed since the copy's snapshot" in doc["verification"]["source"]["digested_again"]
     assert any("public.schema_migrations" in d for d in doc["data_differences"])
+
+
+def test_the_early_digests_do_not_depend_on_session_settings(
+    source: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """Settings that change how values print, one way for the source database and another for
+    the target's user: the early digests fix them as verification always did, so the two sides
+    still agree."""
+    on_source = {"DateStyle": "SQL, DMY", "TimeZone": "Asia/Kathmandu", "bytea_output": "escape"}
+    on_target = {"DateStyle": "German", "TimeZone": "America/St_Johns", "extra_float_digits": "-3"}
+    on_target["IntervalStyle"] = "sql_standard"
+
+    def alter(server: pgserver.Server, what: sql.Composable, settings: dict[str, str]) -> None:
+        with _admin(server) as conn:
+            for name, value in settings.items():
+                conn.execute(
+                    sql.SQL("ALTER {} SET {} = {}").format(
+                        what, sql.Identifier(name), sql.Literal(value)
+                    )
+                )
+
+    alter(source, sql.SQL("DATABASE {}").format(sql.Identifier(DB)), on_source)
+    alter(pg18, sql.SQL("ROLE {}").format(sql.Identifier(pg18.user)), on_target)
+    try:
+        outcome = _migrate(source, pg18, tmp_path)
+    finally:
+        with _admin(source) as conn:
+            conn.execute(sql.SQL("ALTER DATABASE {} RESET ALL").format(sql.Identifier(DB)))
+        with _admin(pg18) as conn:
+            conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(pg18.user)))
+    assert outcome.code == 0, outcome.output[-3000:]
+    found = outcome.evidence["verification"]
+    assert found["source"]["snapshot_still_current"] is True
+    assert found["target"]["tables_reconfirmed"] == len(outcome.evidence["tables"])
