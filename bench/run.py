@@ -416,6 +416,7 @@ def summarize(
             "verify_s": book["verify"],
             "artifact_bytes": book["bytes"],
             "peak_rss_mb": book["peak_rss_mb"],
+            "verification": book.get("verification"),  # the evidence's: what overlapped
         },
         "floor_s": round(bare, 1),
         "seed_over_runbook": round(seed_total / book_total, 2),
