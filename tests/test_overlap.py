@@ -91,6 +91,11 @@ def test_jobs_1_and_n_give_the_same_verified_result(
         assert found["digest_seconds_during_copy"] > 0
         parts.append(sorted(doc["dump"]["sha256"]))
         copies.append(_target_data(pg18))
+        with _admin(pg18, DB) as conn:  # stage 3's ANALYZE, --jobs tables at a time
+            unanalyzed = conn.execute(
+                "SELECT relname FROM pg_stat_user_tables WHERE last_analyze IS NULL"
+            ).fetchall()
+        assert unanalyzed == []
     assert data.compare(copies[0], copies[1]).equal
     with _admin(source, DB) as conn:
         assert data.compare(data.snapshot(conn), copies[1]).equal
