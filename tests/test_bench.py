@@ -5,9 +5,12 @@ Its figures are not asserted against goals here: timings belong to the benchmark
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,9 +29,37 @@ def test_benchmark_prints_and_writes_its_figures(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     for key in ("seed_over_runbook", "runbook_over_floor", "verify_over_dump_restore"):
         assert figures[key] > 0 and f'"{key}"' in done.stdout
+    # The outage, stop to verified, and how much of verification ran during the copy.
+    assert figures["outage_s"] >= figures["runbook"]["dump_s"]
+    assert figures["outage_over_floor"] > 0 and "bench: outage " in done.stdout
+    assert 0 < figures["verification_overlap"] <= 1
+    assert figures["runbook"]["verification"]["source"]["tables_digested_during_copy"] > 0
     assert figures["runbook"]["peak_rss_mb"] > 10
     assert figures["seed"]["artifact_bytes"] > 0 and figures["runbook"]["artifact_bytes"] > 0
     assert figures["database_bytes"] > 15_000_000
+
+
+@pytest.mark.skipif(
+    shutil.which("pgcopydb") is None, reason="pgcopydb is not installed (scripts/setup --peers)"
+)
+def test_benchmark_times_pgcopydb_as_a_peer(tmp_path: Path) -> None:
+    """--peers: pgcopydb clone on the same source into a fresh target, twice (--repeat 2,
+    alternating with the runbook and the floor), and the ratio outage / pgcopydb."""
+    out = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "bench", "--size-gb", "0.02", "--peers", "--repeat", "2"]
+    done = subprocess.run(
+        [*argv, "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert len(figures["pgcopydb"]["samples_s"]) == 2 and figures["pgcopydb"]["seconds"] > 0
+    assert len(figures["outage_samples_s"]) == 2
+    assert figures["outage_over_pgcopydb"] > 0 and "outage / pgcopydb" in done.stdout
 
 
 def test_row_narrowing_benchmark_names_the_changed_rows(tmp_path: Path) -> None:
