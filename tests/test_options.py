@@ -33,6 +33,8 @@ from tests.runbook_cli import run_runbook
             "cannot read password file /nope",
         ),
         (["--rehearsal", "--method", "fast"], "--method 'fast': use one of stream, seed"),
+        (["--rehearsal", "--jobs", "0"], "--jobs 0: give at least 1"),
+        (["--rehearsal", "--jobs", "many"], "--jobs takes a whole number, not 'many'"),
         (
             ["--rehearsal", "--preflight-only", "--preflight-evidence", "/tmp"],
             "--preflight-evidence belongs to the migration run, not a preflight-only run",
