@@ -218,7 +218,11 @@ class Early:
     ) -> tuple[data.Snapshot, data.Snapshot, dict[str, object]]:
         """Both sides' snapshots for data.compare, once re-confirmed, and what the overlap did
         (for the evidence)."""
-        self.wait()
+        try:
+            self.wait()
+        except BaseException:  # a signal: the workers' scans stop too
+            self.close()
+            raise
         started = time.time()
         found: dict[str, dict[str, object]] = {}
 
