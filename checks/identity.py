@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from checks import release
+
 try:
     import tomllib
 except ImportError:  # Python 3.9 and 3.10: tomllib's origin, a dependency there
@@ -29,12 +31,17 @@ def operator() -> dict[str, str]:
 def tool(repo: Path = REPO) -> dict[str, str]:
     """This checkout's version and git commit ("+local changes" when it differs from it)."""
     version = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"]
-    return {
+    built = release.info()  # the release file has no git checkout: its build recorded the commit
+    found = {
         "version": version,
-        "commit": _commit(repo),
+        "commit": built["commit"] if built else _commit(repo),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
     }
+    release_file = release.file_digest()
+    if release_file:
+        found["release_file"] = release_file
+    return found
 
 
 def _commit(repo: Path) -> str:
