@@ -9,6 +9,7 @@ mount outlives the command, whatever happens to the test.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "scripts" / "debian11-rootfs"
+ROOTFS_ENV = "STACKBLITZ_MIGRATE_DEBIAN11_ROOTFS"  # a root filesystem built elsewhere
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # $1 lower, $2 upper, $3 work, $4 the merged root; then the command to run in the chroot.
@@ -28,8 +30,12 @@ _ENTER = (
 
 
 def rootfs() -> Path:
-    """The Debian 11 root filesystem's directory (built on first use, about 80 s; then cached
-    under /var/cache/stackblitz-migrate). Treat it as read-only: chroot into overlay(...)."""
+    """The Debian 11 root filesystem's directory: STACKBLITZ_MIGRATE_DEBIAN11_ROOTFS, else
+    scripts/debian11-rootfs's (built on first use, about 80 s; then cached under
+    /var/cache/stackblitz-migrate). Treat it as read-only: chroot into overlay(...)."""
+    given = os.environ.get(ROOTFS_ENV)
+    if given:
+        return Path(given)
     done = subprocess.run([str(BUILD)], capture_output=True, text=True, timeout=900, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"scripts/debian11-rootfs failed: {done.stderr.strip()[-2000:]}")

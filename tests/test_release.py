@@ -129,12 +129,13 @@ def test_rehearsal_from_the_release_file_writes_evidence_here(
     assert "Traceback" not in bad.stdout + bad.stderr
 
 
-@pytest.fixture
-def debian(release_file: Path, tmp_path: Path) -> debian11.Chroot:
+@pytest.fixture(scope="module")
+def debian(release_file: Path, tmp_path_factory: pytest.TempPathFactory) -> debian11.Chroot:
     """Debian 11 with the release copied in, and its first run (unpacking into ~/.cache/pex)
     done with no network: nothing to fetch. It runs on Debian's python3 (3.9), in a virtualenv
-    it makes without the venv module's ensurepip, which Debian leaves out."""
-    chroot = debian11.overlay(tmp_path / "debian11")
+    it makes without the venv module's ensurepip, which Debian leaves out. The module's tests
+    share it, as later runs on one host do."""
+    chroot = debian11.overlay(tmp_path_factory.mktemp("debian11"))
     chroot.put(release_file, PEX, 0o755)
     for name, text in STRAY.items():
         chroot.write(f"/root/work/{name}", text)
