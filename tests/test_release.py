@@ -96,15 +96,7 @@ def test_rehearsal_from_the_release_file_writes_evidence_here(
     here.mkdir()
     for name, text in STRAY.items():
         (here / name).write_text(text)
-    done = subprocess.run(
-        [str(release_file), "--rehearsal", "--change-id", "CHG-REL-1"],
-        cwd=here,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PEX_ROOT": str(tmp_path / "pex")},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = _run(release_file, here, tmp_path, "--rehearsal", "--change-id", "CHG-REL-1")
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     run, doc = _evidence(here / "reports")
     assert doc["verified"] is True and doc["outcome"]["exit_status"] == 0
@@ -115,18 +107,26 @@ def test_rehearsal_from_the_release_file_writes_evidence_here(
     assert tool["commit"].startswith(head.stdout.strip())
     assert "release file" in (run / "report.html").read_text()
     # a bad option: pytest's usage status and one line, as from a checkout
-    bad = subprocess.run(
-        [str(release_file), "--target-host", "db.example", "--method", "nope"],
-        cwd=here,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PEX_ROOT": str(tmp_path / "pex")},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    bad = _run(release_file, here, tmp_path, "--target-host", "db.example", "--method", "nope")
     assert bad.returncode == 4, bad.stdout + bad.stderr
     assert "--method 'nope': use one of stream, seed" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stdout + bad.stderr
+    # a rehearsal that cannot start: the runbook's own "not done" status, 6
+    missing = _run(release_file, here, tmp_path, "--rehearsal", "--rehearsal-target-version", "9")
+    assert missing.returncode == 6, missing.stdout + missing.stderr
+    assert "PostgreSQL 9 programs are not installed" in missing.stdout
+
+
+def _run(release: Path, cwd: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(release), *args],
+        cwd=cwd,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(home), "PEX_ROOT": str(home / "pex")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
