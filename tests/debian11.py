@@ -20,12 +20,14 @@ BUILD = REPO / "scripts" / "debian11-rootfs"
 ROOTFS_ENV = "STACKBLITZ_MIGRATE_DEBIAN11_ROOTFS"  # a root filesystem built elsewhere
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# $1 lower, $2 upper, $3 work, $4 the merged root; then the command to run in the chroot.
+# $1 lower, $2 upper, $3 work, $4 the merged root, $5 a directory to mount a noexec tmpfs on
+# (or ""); then the command to run in the chroot.
 _ENTER = (
     "set -e; root=$4; "
     'mount -t overlay overlay -o "lowerdir=$1,upperdir=$2,workdir=$3" "$root"; '
     'mount -t proc proc "$root/proc"; mount --rbind /dev "$root/dev"; '
-    'shift 4; exec chroot "$root" "$@"'
+    'if [ -n "$5" ]; then mkdir -p "$root$5"; mount -t tmpfs -o noexec tmpfs "$root$5"; fi; '
+    'shift 5; exec chroot "$root" "$@"'
 )
 
 
@@ -71,11 +73,13 @@ class Chroot:
         cwd: str = "/root",
         network: bool = True,
         env: dict[str, str] | None = None,
+        noexec: str = "",
         timeout: float = 600,
     ) -> subprocess.CompletedProcess[str]:
         """Run argv in the chroot as root, in `cwd` (created), with a clean environment (HOME,
         PATH, LANG and `env`); `network=False`: in a network namespace of its own, with nothing
-        but a loopback that is down."""
+        but a loopback that is down; `noexec`: a directory that is an empty noexec tmpfs, as
+        some hosts mount their home or /tmp."""
         self.path(cwd).mkdir(parents=True, exist_ok=True)
         variables = {"HOME": "/root", "PATH": PATH, "LANG": "C.UTF-8", **(env or {})}
         inside = [
@@ -103,6 +107,7 @@ class Chroot:
                 _ENTER,
                 "sh",
                 *layers,
+                noexec,
                 *inside,
             ],
             capture_output=True,

@@ -154,6 +154,16 @@ def test_release_starts_on_debian11_with_no_network(debian: debian11.Chroot) -> 
     assert "--method 'nope': use one of stream, seed" in bad.stdout + bad.stderr
 
 
+def test_release_on_a_noexec_pex_root_says_what_to_do(debian: debian11.Chroot) -> None:
+    """psycopg's compiled part cannot be mapped from a noexec filesystem, and Debian has no libpq
+    to fall back on: one line naming PEX_ROOT, not a traceback."""
+    done = debian.run(PEX, "--help", env={"PEX_ROOT": "/mnt/pex"}, noexec="/mnt", network=False)
+    assert done.returncode == 4, done.stdout + done.stderr
+    said = [line for line in done.stderr.splitlines() if line.startswith("sbm: ")]
+    assert len(said) == 1 and "set PEX_ROOT to a writable directory" in said[0], done.stderr
+    assert "Traceback" not in done.stderr
+
+
 KEY = "release-key-" + secrets.token_hex(8)
 
 
