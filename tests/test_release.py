@@ -114,7 +114,7 @@ def test_rehearsal_from_the_release_file_writes_evidence_here(
     # a rehearsal that cannot start: the runbook's own "not done" status, 6
     missing = _run(release_file, here, tmp_path, "--rehearsal", "--rehearsal-target-version", "9")
     assert missing.returncode == 6, missing.stdout + missing.stderr
-    assert "PostgreSQL 9 programs are not installed" in missing.stdout
+    assert "the rehearsal cannot start here: PostgreSQL 9" in missing.stdout
 
 
 def _run(release: Path, cwd: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
