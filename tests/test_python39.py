@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from checks import pgtools
-from tests import import_all
+from tests import debian11, import_all
 
 try:
     import tomllib
@@ -29,25 +28,9 @@ except ImportError:  # Python 3.9 and 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTFS_ENV = "STACKBLITZ_MIGRATE_DEBIAN11_ROOTFS"
 # Inside the root filesystem, empty directories of Debian's layout, bound in a mount namespace
 # of the test's own: the shared root filesystem itself is never written.
 CHECKOUT, SITE = "/mnt", "/srv"
-
-
-def _rootfs() -> Path:
-    named = os.environ.get(ROOTFS_ENV)
-    if named:
-        return Path(named)
-    script = REPO / "scripts" / "debian11-rootfs"
-    if not script.exists():
-        pytest.skip(
-            f"no Debian 11 root filesystem: set {ROOTFS_ENV} or add scripts/debian11-rootfs"
-        )
-    built = subprocess.run([str(script)], capture_output=True, text=True, check=False)
-    if built.returncode != 0:
-        pytest.fail(f"scripts/debian11-rootfs failed: {built.stderr.strip()[-2000:]}")
-    return Path(built.stdout.strip().splitlines()[-1])
 
 
 def _in_rootfs(
@@ -125,7 +108,7 @@ def _site(rootfs: Path) -> Path:
 
 
 def test_every_module_imports_under_debian_11s_python() -> None:
-    rootfs = _rootfs()
+    rootfs = debian11.rootfs()
     site = _site(rootfs)
     done = _in_rootfs(
         rootfs,
