@@ -14,7 +14,7 @@ from checks.outcome import Outcome
 from checks.overlap import Early
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
-STAGES = ("preflight", "dump", "restore", "verify", "encryption key")
+STAGES = ("preflight", "dump", "restore", "verify", "encryption key", "artifact")
 
 
 @dataclass

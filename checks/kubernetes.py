@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 import psycopg
 
-from checks import children, errors, kube, overlap, private, restore, scratch, stream
+from checks import children, errors, kube, overlap, podcopy, private, restore, scratch, stream
 from checks import dump as dumping
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
@@ -102,36 +102,66 @@ gunzip -c "$dir/dump.sql.gz" | """
     + _PSQL
 )
 _RESTORE = stream.restore_flags(creates=True)
-# --method stream: $2 is the database. pg_dump's archive goes straight into pg_restore in the
-# pod (through a fifo), and through tee once out to this host on stdout (fd 3, the artifact)
-# and to `wc -c` through another: the bytes cross kubectl once, not out and back in.
-# pg_restore's success proves the archive whole in the pod; the count proves the copy here
-# whole, since the exec stream's known failure is ending early (TLS guards the bytes themselves;
-# hashing them in the pod cost a third of the stream's time). Statuses and the count go to
-# stderr, marked, with pg_restore's own messages. Only tee holds the exec's stdout (fd 3; every
-# other program writes to stderr), so this host sees the archive end when pg_dump's does, not
-# once the restore has built its indexes: the stall watch (checks.stall) covers the copy alone.
-# $3 is the user, as in DUMP_SCRIPT.
+# --method stream: $2 is the database, $3 the user (as in DUMP_SCRIPT), $4 the directory in the
+# pod that keeps the archive (checks.podcopy), or empty when it streams out. pg_dump's archive
+# goes straight into pg_restore in the pod (through a fifo) and through tee, once, to the
+# artifact:
+# - streamed out: to this host on stdout (fd 3) and to `wc -c` through another fifo: the bytes
+#   cross kubectl once, not out and back in. The count proves the copy here whole, since the
+#   exec stream's known failure is ending early (TLS guards the bytes themselves).
+# - kept in the pod: into $4/archive, and through sha256sum, so that the copy fetched after
+#   verification is proven to be the bytes pg_restore read; stdout carries only the file's
+#   size once a second (the progress, and what the stall watch sees).
+# pg_restore's success proves the archive whole in the pod. Statuses, the count and the hash go
+# to stderr, marked, with pg_restore's own messages. Only tee (or the size reporter) holds the
+# exec's stdout (fd 3; every other program writes to stderr), so this host sees it end when
+# pg_dump's output does, not once the restore has built its indexes: the stall watch
+# (checks.stall) covers the copy alone. A kept archive stays only when both programs succeeded.
 STREAM_SCRIPT = (
     _LOGIN
     + 'sbm_done="$dir/out"\n'
     + GUARD
     + f"""set +e  # every status is reported, not just the first failure
+keep=${{4:-}}
 exec 3>&1 >&2
 mkfifo "$dir/count" "$dir/archive"
-wc -c < "$dir/count" 3>&- | sed 's/^ */sbm-bytes:/' 3>&- &
+if [ -n "$keep" ]; then
+  (umask 077 && mkdir -- "$keep") 3>&- || exit 87
+  trap '[ -e "$dir/kept" ] || rm -rf -- "$keep"; rm -rf -- "$dir"' EXIT
+  sha256sum < "$dir/count" 3>&- | sed 's/^\\([0-9a-f]*\\).*/sbm-sha256:\\1/' 3>&- &
+else
+  wc -c < "$dir/count" 3>&- | sed 's/^ */sbm-bytes:/' 3>&- &
+fi
 counted=$!
 {{ pg_restore {" ".join(_RESTORE)} -d "$1" < "$dir/archive"
-  echo "sbm-pg-restore-exit:$?"; }} 3>&- &
+  status=$?; echo "sbm-pg-restore-exit:$status"; echo "$status" > "$dir/restored"; }} 3>&- &
 restoring=$!
-{{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
-  echo "sbm-pg-dump-exit:$?" >&2; }} 3>&- | tee "$dir/archive" "$dir/count" >&3 &
-copying=$!
+if [ -n "$keep" ]; then
+  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
+    status=$?; echo "sbm-pg-dump-exit:$status" >&2; echo "$status" > "$dir/dumped"; }} 3>&- |
+    tee "$dir/archive" "$dir/count" > "$keep/archive" 3>&- &
+  copying=$!
+  while [ ! -e "$sbm_done" ]; do
+    printf 'sbm-progress:%s\\n' "$(stat -c %s "$keep/archive" 2>/dev/null || echo 0)"
+    sleep 1
+  done >&3 2>/dev/null &
+  reporting=$!
+else
+  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
+    status=$?; echo "sbm-pg-dump-exit:$status" >&2; echo "$status" > "$dir/dumped"; }} 3>&- |
+    tee "$dir/archive" "$dir/count" >&3 &
+  copying=$!
+fi
 exec 3>&-
 wait "$copying"
 : > "$sbm_done"
 wait "$restoring"
 wait "$counted"
+if [ -n "$keep" ]; then
+  wait "$reporting"  # it reads $sbm_done: the trap removes it
+  echo "sbm-bytes:$(stat -c %s "$keep/archive")"
+  if [ "$(cat "$dir/dumped")" = 0 ] && [ "$(cat "$dir/restored")" = 0 ]; then : > "$dir/kept"; fi
+fi
 """
 )
 
@@ -160,6 +190,8 @@ _EXIT = re.compile(rb"^sbm-pg-dump-exit:(\d+)$", re.MULTILINE)
 _RESTORE_EXIT = re.compile(rb"^sbm-pg-restore-exit:(\d+)$", re.MULTILINE)
 _SHA = re.compile(rb"^sbm-sha256:([0-9a-f]{64})", re.MULTILINE)
 _BYTES = re.compile(rb"^sbm-bytes:(\d+)", re.MULTILINE)
+_PROGRESS = re.compile(rb"^sbm-progress:(\d+)")
+FETCH_TRIES = 2
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\S+)")
 
 
@@ -172,6 +204,21 @@ class KubernetesSource:
     _forward: kube.PortForward | None = field(default=None, repr=False)
     _password: str | None = field(default=None, repr=False)
     _version: str | None = None
+    # --method stream: preflight's choice (checks.podcopy); None streams the archive out.
+    keeping: podcopy.Keeping | None = None
+    kept: list[stream.Part] | None = None  # the archive in the pod, once the copy succeeded
+    _in_pod: bool = field(default=False, repr=False)  # a copy may be there: remove_kept it
+    _fetched: bool = field(default=False, repr=False)
+
+    def plan_keeping(self, *, stamp: str, archive_bound: int) -> podcopy.Keeping:
+        """Preflight: keep the archive in the pod during the copy when it has room there
+        (removing what killed runs left), and remember the choice for the stream."""
+        self.keeping = podcopy.decide(
+            self._run(podcopy.ROOM_SCRIPT).decode(errors="replace"),
+            stamp=stamp,
+            archive_bound=archive_bound,
+        )
+        return self.keeping
 
     def describe(self) -> dict[str, object]:
         return {
@@ -330,8 +377,11 @@ class KubernetesSource:
         early: overlap.Early | None = None,  # not used yet: verification follows the copy
     ) -> list[stream.Part]:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
-        the target), the archive coming out to this host as it goes."""
+        the target), the archive coming out to this host as it goes, or kept in the pod for
+        `fetch_kept` when preflight found room there (checks.podcopy)."""
         log = log.with_name(log.name + ".log")  # `log` names the logs; there is one here
+        if self.keeping and self.keeping.in_pod:
+            return self._stream_kept(target, log=log, progress=progress)
         proc = self._start_restore(
             STREAM_SCRIPT,
             target,
@@ -367,6 +417,148 @@ class KubernetesSource:
         log.unlink()
         by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
         return [stream.Part(name, size, sha, by_hand)]
+
+    def _stream_kept(
+        self, target: Endpoint, *, log: Path, progress: Progress | None
+    ) -> list[stream.Part]:
+        """The stream with the archive kept in the pod: only its size comes out, once a second."""
+        assert self.keeping
+        proc = self._start_restore(
+            STREAM_SCRIPT,
+            target,
+            subprocess.PIPE,
+            self.database,
+            self.pod.user,
+            self.keeping.directory,
+            stdout=subprocess.PIPE,
+        )
+        pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it
+        self._in_pod = True
+        try:
+            with progress.streaming() if progress else contextlib.nullcontext():
+                done = 0
+                for line in pod.stdout:  # ends when pg_dump's output has ended
+                    size = _PROGRESS.match(line)
+                    if size and progress and int(size[1]) > done:
+                        progress.advance(int(size[1]) - done)
+                        done = int(size[1])
+            code = proc.wait()
+            pod.release()
+            pod.join()
+            err = pod.stderr()
+            with private.open_private(log) as out:
+                out.write(err)
+            restored, dumped = _RESTORE_EXIT.search(err), _EXIT.search(err)
+            if restored and restored[1] != b"0":
+                raise _restore_failed(int(restored[1]), log)
+            if not dumped or dumped[1] != b"0":
+                raise errors.DumpFailed(
+                    f"pg_dump in the pod failed ({err.decode(errors='replace').strip()[-300:]}): "
+                    "take the dump again"
+                )
+            if not restored:
+                raise _restore_failed(code, log)
+            sha, size = _SHA.search(err), _BYTES.search(err)
+            if code != 0 or not sha or not size:
+                raise errors.DumpFailed(
+                    f"the pod did not report the kept archive's SHA-256 and size (kubectl exec "
+                    f"exited with {code}): take the dump again"
+                )
+        except BaseException:
+            pod.abort()
+            self.remove_kept()
+            raise
+        log.unlink()
+        by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
+        name = f"{self.database}.dump"
+        self.kept = [stream.Part(name, int(size[1]), sha[1].decode(), by_hand)]
+        return list(self.kept)
+
+    def kept_evidence(self) -> dict[str, object]:
+        """For the dump's evidence while the archive is in the pod."""
+        assert self.keeping
+        return {
+            "artifact": self.keeping.how(),
+            "in_pod": f"{self.pod.namespace}/{self.pod.name}:{self.keeping.archive}",
+            "fetched": False,
+        }
+
+    def fetch_kept(self, directory: Path, *, progress: Progress | None = None) -> list[stream.Part]:
+        """The archive kept in the pod, fetched into `directory`: its SHA-256 here must be the
+        one the pod computed as pg_restore read it (an exec stream can end early with exit code
+        0: one more try then). The pod's copy stays until `remove_kept`."""
+        assert self.keeping and self.kept
+        fetched = []
+        for part in self.kept:
+            for attempt in range(1, FETCH_TRIES + 1):
+                try:
+                    self._fetch(part, directory / part.name, progress)
+                    break
+                except errors.DumpFailed:
+                    if attempt == FETCH_TRIES:
+                        raise
+            fetched.append(part)
+        self._fetched = True
+        return fetched
+
+    def _fetch(self, part: stream.Part, dest: Path, progress: Progress | None) -> None:
+        assert self.keeping
+        argv = kube.exec_argv(
+            self.kube,
+            self.pod,
+            ["sh", "-c", podcopy.FETCH_SCRIPT, "sh", self.keeping.archive],
+            stdin=False,
+        )
+        proc = children.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout and proc.stderr
+
+        def check(size: int, sha256: str) -> None:
+            code = proc.wait()
+            said = proc.stderr.read().decode(errors="replace").strip()[-300:]  # type: ignore[union-attr]
+            if code != 0:
+                raise errors.DumpFailed(f"kubectl exec fetching the archive failed: {said}")
+            if (size, sha256) != (part.bytes, part.sha256):
+                raise errors.DumpFailed(
+                    f"the archive fetched from the pod is not the one restored: {size} bytes, "
+                    f"SHA-256 {sha256} here; {part.bytes} bytes, SHA-256 {part.sha256} in the pod"
+                )
+
+        try:
+            stream.tee(proc.stdout, dest, None, release=check, progress=progress)
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+
+    def remove_kept(self) -> str | None:
+        """Remove the pod's copy of the archive, if this run may have made one (idempotent);
+        what became of it."""
+        if not self._in_pod or not self.keeping:
+            return None
+        where = f"{self.keeping.directory} in pod {self.pod.namespace}/{self.pod.name}"
+        argv = kube.exec_argv(
+            self.kube,
+            self.pod,
+            ["sh", "-c", podcopy.REMOVE_SCRIPT, "sh", self.keeping.directory],
+            stdin=False,
+        )
+        try:
+            done = subprocess.run(argv, capture_output=True, check=False, timeout=60)
+        except subprocess.TimeoutExpired:
+            return f"the archive kept in {where} could not be removed (no answer in 60 s)"
+        if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            return (
+                f"the archive kept in {where} could not be removed ({'; '.join(said)}); the "
+                "next run's preflight removes it"
+            )
+        self._in_pod = False
+        lost = self.kept and not self._fetched
+        self.kept = None
+        if lost:
+            return f"the archive kept in {where} was removed before it was fetched"
+        return f"the archive kept in {where} was removed"
 
     def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
         with private.open_private(log) as errlog:

@@ -7,11 +7,13 @@ truncated-stream test wraps kubectl to cut its output short, as kubectl's own ex
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import subprocess
 import urllib.parse
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -72,7 +74,9 @@ def _install(namespace: str, **kw: object) -> sbns.Install:
 @pytest.fixture
 def deployed(cluster: kube.Kube, request: pytest.FixtureRequest) -> Iterator[sbns.Install]:
     """A StackBlitz-like namespace with a seeded database; deleted afterwards."""
-    install = _install(request.param if hasattr(request, "param") else "stackblitz")
+    namespace = request.param if hasattr(request, "param") else "stackblitz"
+    # sbm-cramped: a pod without room to keep the archive during the copy
+    install = _install(namespace, tmp_size="16Mi" if namespace == "sbm-cramped" else None)
     sbns.delete(cluster, install.namespace)
     _wait_gone(cluster, install.namespace)
     sbns.deploy(cluster, install)
@@ -160,6 +164,7 @@ def test_kubernetes_migration_is_verified(
     assert doc["identity"]["cluster"]["server"].startswith("https://")
     assert doc["outage"]["began_with"] == "StackBlitz stopped by the runbook (--stop-app)"
     assert doc["outage"]["seconds"] > 0
+    _assert_artifact_fetched_after_verification(doc)
     # bytea with every byte value made it across
     with _connect_target(host_target, sbns.DATABASE) as conn:
         seen = conn.execute(
@@ -167,6 +172,59 @@ def test_kubernetes_migration_is_verified(
             "generate_series(0, 255) i WHERE i < octet_length(content)"
         ).fetchone()
     assert seen == (256,)
+    _assert_no_secret_left(test_cluster, deployed, host_target, outcome)
+
+
+def _assert_artifact_fetched_after_verification(doc: dict) -> None:  # type: ignore[type-arg]
+    """The pod had room: the archive stayed there during the copy, and came out after
+    verification, off the outage, with the SHA-256 the pod computed as pg_restore read it."""
+    assert doc["preflight"]["artifact"]["artifact"].startswith("kept in the pod"), doc["preflight"]
+    dump = doc["dump"]
+    assert dump["fetched"] is True and "was removed" in dump["pod_copy"], dump
+    (name,) = dump["sha256"]
+    artifact = Path(dump["path"]) / name
+    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == dump["sha256"][name]
+    assert artifact.stat().st_size == dump["bytes"]
+    assert (Path(dump["path"]) / "SHA256SUMS").read_text() == f"{dump['sha256'][name]}  {name}\n"
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["artifact"]["outcome"] == "passed"
+    (fetch,) = [c for c in doc["checks"] if c["stage"] == "artifact"]
+    verified_at = datetime.fromisoformat(doc["outage"]["verified_at"]).timestamp()
+    assert fetch["started"] >= verified_at - 1  # the outage ends before the fetch begins
+
+
+@pytest.mark.parametrize("deployed", ["sbm-cramped"], indirect=True)
+def test_a_pod_without_room_streams_the_archive_out(
+    test_cluster: clusters.TestCluster,
+    deployed: sbns.Install,
+    host_target: pgserver.Server,
+    tmp_path: Path,
+) -> None:
+    """The pod's /tmp (a 16 MiB tmpfs) cannot hold the archive: preflight says so, the archive
+    streams out during the copy as before, and the evidence says which."""
+    cluster = test_cluster.kube
+    _drop_target(host_target)
+    outcome = run_runbook(
+        tmp_path,
+        *_args(cluster, host_target, tmp_path),
+        "--namespace",
+        deployed.namespace,
+        "--allow-active-connections",
+        "--no-key",
+        env=_env(),
+    )
+    assert outcome.code == 0, outcome.output[-4000:]
+    doc = outcome.evidence
+    artifact = doc["preflight"]["artifact"]
+    assert artifact["artifact"] == "streamed out to this host during the copy", artifact
+    assert "not enough room" in artifact["why"] and artifact["free_bytes"] <= 16 * 2**20
+    assert "streamed out" in outcome.output  # preflight says which on the terminal
+    dump = doc["dump"]
+    assert "fetched" not in dump and doc["verified"] is True
+    (name,) = dump["sha256"]
+    data = (Path(dump["path"]) / name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == dump["sha256"][name] and len(data) == dump["bytes"]
+    assert {s["name"]: s["outcome"] for s in doc["stages"]}["artifact"] == "passed"
     _assert_no_secret_left(test_cluster, deployed, host_target, outcome)
 
 
