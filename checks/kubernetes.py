@@ -547,6 +547,10 @@ class KubernetesSource:
             done = subprocess.run(argv, capture_output=True, check=False, timeout=60)
         except subprocess.TimeoutExpired:
             return f"the archive kept in {where} could not be removed (no answer in 60 s)"
+        if done.returncode == podcopy.ABSENT:  # the pod's script removed it, or a new pod
+            self._in_pod = False
+            self.kept = None
+            return None
         if done.returncode != 0:
             said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
             return (

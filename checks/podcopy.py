@@ -35,9 +35,11 @@ if [ -w "$base" ]; then echo sbm-writable:yes; else echo sbm-writable:no; fi
 df -Pk "$base" | {{ read -r _; read -r fs blocks used avail rest; echo "sbm-free-kb:$avail"; }}
 """
 
-# $1: the directory. Only a name of our own pattern is removed.
-REMOVE_SCRIPT = f"""case "$1" in */{PREFIX}*{SUFFIX}) rm -rf -- "$1";; *) exit 2;; esac
-[ ! -e "$1" ]
+# $1: the directory. Only a name of our own pattern is removed; exit 3: it was not there.
+ABSENT = 3
+REMOVE_SCRIPT = f"""case "$1" in */{PREFIX}*{SUFFIX}) ;; *) exit 2;; esac
+[ -e "$1" ] || exit {ABSENT}
+rm -rf -- "$1" && [ ! -e "$1" ]
 """
 
 # $1: the archive. The exec's stdout carries it out; the runbook hashes what arrives.
