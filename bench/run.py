@@ -178,6 +178,7 @@ def runbook(
         "verify": stages["verify"],
         "outage_s": outage,
         "verification": evidence.get("verification"),
+        "artifact": stages.get("artifact", 0.0),  # Kubernetes mode: the fetch, after the outage
         "bytes": evidence["dump"]["bytes"],
         "peak_rss_mb": round(rss / 1024, 1),
     }
@@ -300,7 +301,7 @@ def main(argv: list[str]) -> int:
     if a.kubernetes:
         from bench import kubernetes
 
-        result = kubernetes.measure(a.size_gb, a.target_version)
+        result = kubernetes.measure(a.size_gb, a.target_version, max(a.repeat, 1))
     else:
         if a.peers and peers.available():
             raise SystemExit(f"bench: --peers: {peers.available()}")
