@@ -80,3 +80,29 @@ def test_row_narrowing_benchmark_names_the_changed_rows(tmp_path: Path) -> None:
     assert figures["changed"]["row_narrowing"]["different"] == 10
     assert "narrowing_over_whole_table_pass" in done.stdout
     assert "(equal: True)" in done.stdout  # the copy matched: nothing to narrow
+
+
+@pytest.mark.cluster
+def test_kubernetes_benchmark_repeats_and_reports_the_in_pod_floor(tmp_path: Path) -> None:
+    """`--kubernetes --repeat 2` at a tiny size on the test cluster: both runs of the runbook
+    and of the in-pod floor are in the JSON, with the medians and their ratios printed."""
+    out = tmp_path / "bench.json"
+    args = ["--kubernetes", "--size-gb", "0.02", "--repeat", "2", "--json", str(out)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["mode"] == "kubernetes" and figures["repeat"] == 2
+    assert len(figures["outage_samples_s"]) == len(figures["in_pod_floor_samples_s"]) == 2
+    assert figures["in_pod_floor_s"] in figures["in_pod_floor_samples_s"]
+    assert figures["outage_s"] > figures["runbook"]["dump_s"] > 0
+    for key in ("outage_over_in_pod_floor", "seed_over_outage", "in_pod_floor_s"):
+        assert figures[key] > 0 and f'"{key}"' in done.stdout
+    assert figures["artifact_fetch_after_outage_s"] > 0  # the pod had room: kept, then fetched
+    assert "bench: kubernetes medians of 2: outage" in done.stdout
