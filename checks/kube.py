@@ -16,6 +16,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from kubernetes.utils.quantity import parse_quantity
 
 from checks import children, container_env, discovery, errors
 
@@ -66,6 +67,8 @@ class PostgresPod:
     user: str  # the container's own POSTGRES_USER (or POSTGRES_USER_FILE's contents)
     # How discovery chose, for the evidence: the namespace, the pods passed over, the container.
     found: dict[str, object] = field(default_factory=dict, compare=False)
+    # The container's ephemeral-storage limit in bytes: writing past it gets the pod evicted.
+    ephemeral_storage_limit: int | None = field(default=None, compare=False)
 
 
 def _api_error(e: ApiException, what: str) -> errors.MigrationError:
@@ -107,7 +110,11 @@ def find_postgres_pod(
         user=user,
         user_from=_user_origin(envs[choice.name], user),
     )
-    return PostgresPod(ns, name, choice.name, user, found)
+    spec = next(c for c in pod.spec.containers if c.name == choice.name)
+    limit = ((spec.resources.limits if spec.resources else None) or {}).get("ephemeral-storage")
+    return PostgresPod(
+        ns, name, choice.name, user, found, int(parse_quantity(limit)) if limit else None
+    )
 
 
 def _find_pod(

@@ -217,6 +217,7 @@ class KubernetesSource:
             self._run(podcopy.ROOM_SCRIPT).decode(errors="replace"),
             stamp=stamp,
             archive_bound=archive_bound,
+            ephemeral_storage_limit=self.pod.ephemeral_storage_limit,
         )
         return self.keeping
 

@@ -57,6 +57,7 @@ class Keeping:
     free_bytes: int
     needed_bytes: int
     removed: tuple[str, ...] = ()  # leftovers of killed runs, removed
+    ephemeral_storage_limit: int | None = None  # the container's: the room is no more than it
 
     @property
     def archive(self) -> str:
@@ -69,6 +70,8 @@ class Keeping:
 
     def why(self) -> str:
         room = f"{_gb(self.free_bytes)} free in the pod's {self.base}"
+        if self.ephemeral_storage_limit is not None:
+            room += f" (its ephemeral-storage limit {_gb(self.ephemeral_storage_limit)} counted)"
         if self.in_pod:
             return f"{room}, the archive may need {_gb(self.needed_bytes)}"
         return (
@@ -87,13 +90,17 @@ class Keeping:
             "pod_directory": self.directory,
             "free_bytes": self.free_bytes,
             "needed_bytes": self.needed_bytes,
+            "ephemeral_storage_limit": self.ephemeral_storage_limit,
             "leftovers_removed": list(self.removed) or "none",
         }
 
 
-def decide(probe_output: str, *, stamp: str, archive_bound: int) -> Keeping:
+def decide(
+    probe_output: str, *, stamp: str, archive_bound: int, ephemeral_storage_limit: int | None = None
+) -> Keeping:
     """From ROOM_SCRIPT's output: keep in the pod when its base directory is writable and has
-    room for the archive's bound with a margin."""
+    room for the archive's bound with a margin; a container's ephemeral-storage limit caps the
+    room (files written past it get the pod evicted, the database with it)."""
     lines: dict[str, list[str]] = {}
     for key, value in _LINE.findall(probe_output):
         lines.setdefault(key, []).append(value.strip())
@@ -103,6 +110,8 @@ def decide(probe_output: str, *, stamp: str, archive_bound: int) -> Keeping:
     except ValueError:
         free = 0
     writable = (lines.get("writable") or ["no"])[0] == "yes"
+    if ephemeral_storage_limit is not None:
+        free = min(free, ephemeral_storage_limit)
     needed = int(archive_bound * MARGIN)
     return Keeping(
         in_pod=writable and free >= needed,
@@ -110,6 +119,7 @@ def decide(probe_output: str, *, stamp: str, archive_bound: int) -> Keeping:
         free_bytes=free if writable else 0,
         needed_bytes=needed,
         removed=tuple(lines.get("removed", [])),
+        ephemeral_storage_limit=ephemeral_storage_limit,
     )
 
 

@@ -171,3 +171,9 @@ def test_room_and_leftovers_in_the_pod(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated.dump"]
     cramped = podcopy.decide(done.stdout, stamp="S", archive_bound=free)
     assert not cramped.in_pod and "not enough room" in cramped.why()
+    # a container limited to 1 MB of ephemeral storage would be evicted: streamed out
+    limited = podcopy.decide(
+        done.stdout, stamp="S", archive_bound=1_000_000, ephemeral_storage_limit=1_000_000
+    )
+    assert not limited.in_pod and limited.free_bytes == 1_000_000
+    assert "ephemeral-storage limit" in limited.why()
