@@ -126,7 +126,8 @@ keep=${{4:-}}
 exec 3>&1 >&2
 mkfifo "$dir/count" "$dir/archive"
 if [ -n "$keep" ]; then
-  (umask 077 && mkdir -- "$keep") 3>&- || exit 87
+  umask 077  # the archive holds every user's data
+  mkdir -- "$keep" 3>&- || exit 87
   trap '[ -e "$dir/kept" ] || rm -rf -- "$keep"; rm -rf -- "$dir"' EXIT
   sha256sum < "$dir/count" 3>&- | sed 's/^\\([0-9a-f]*\\).*/sbm-sha256:\\1/' 3>&- &
 else

@@ -124,6 +124,7 @@ def test_a_kept_archive_stays_in_the_pod_with_its_sha256(tmp_path: Path) -> None
     assert f"sbm-sha256:{sha}" in err, err
     assert (keep / "archive").read_bytes() == ARCHIVE
     assert stat.S_IMODE(keep.stat().st_mode) == 0o700
+    assert stat.S_IMODE((keep / "archive").stat().st_mode) == 0o600
     assert not list((tmp_path / "podtmp").iterdir())
 
 
