@@ -496,9 +496,13 @@ class KubernetesSource:
                 try:
                     self._fetch(part, directory / part.name, progress)
                     break
-                except errors.DumpFailed:
+                except errors.DumpFailed as e:
                     if attempt == FETCH_TRIES:
-                        raise
+                        raise errors.DumpFailed(
+                            f"{e} (tried {FETCH_TRIES} times): the target's copy was verified, "
+                            "but this run keeps no archive of it; check the connection to the "
+                            "cluster, or take a dump of the source if one is needed"
+                        ) from None
             fetched.append(part)
         self._fetched = True
         return fetched

@@ -321,7 +321,27 @@ def test_discovery_without_a_pod_names_what_to_pass(cluster: kube.Kube) -> None:
         kube.find_postgres_pod(cluster, namespace="kube-system", pod_name=None)
 
 
-@pytest.mark.parametrize("method", ["stream", "seed"])
+def _kubectl_cutting(tmp_path: Path, pattern: str) -> Path:
+    """A kubectl whose exec output ends after 200 kB, with exit code 0, when its argv matches
+    `pattern` (a shell case pattern), like kubernetes issue 124571."""
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
+    (wrapper / "kubectl").write_text(
+        "#!/bin/sh\n"
+        f'case "$*" in {pattern}) "' + real + '" "$@" | head -c 200000; exit 0;; esac\n'
+        'exec "' + real + '" "$@"\n'
+    )
+    (wrapper / "kubectl").chmod(0o755)
+    return wrapper
+
+
+@pytest.mark.parametrize(
+    ("deployed", "method"),
+    [("sbm-cramped", "stream"), ("stackblitz", "seed")],
+    indirect=["deployed"],
+    ids=["stream-out", "seed"],
+)
 def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
     cluster: kube.Kube,
     deployed: sbns.Install,
@@ -330,25 +350,18 @@ def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
     method: str,
 ) -> None:
     """A kubectl that ends pg_dump's stream early and exits 0, like kubernetes issue 124571.
-    --method seed finds out before any restore; --method stream, whose restore has begun,
-    drops what it created."""
+    --method seed finds out before any restore; --method stream, streaming the archive out (the
+    pod has no room to keep it), whose restore has begun, drops what it created."""
     _drop_target(host_target)
-    wrapper = tmp_path / "bin"
-    wrapper.mkdir()
-    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
-    (wrapper / "kubectl").write_text(
-        "#!/bin/sh\n"
-        'case "$*" in *pg_dump*) "' + real + '" "$@" | head -c 200000; exit 0;; esac\n'
-        'exec "' + real + '" "$@"\n'
-    )
-    (wrapper / "kubectl").chmod(0o755)
     outcome = run_runbook(
         tmp_path,
         *_args(cluster, host_target, tmp_path),
+        "--namespace",
+        deployed.namespace,
         "--allow-active-connections",
         "--method",
         method,
-        env=_env(wrapper),
+        env=_env(_kubectl_cutting(tmp_path, "*pg_dump*")),
     )
     assert outcome.code == 1, outcome.output[-3000:]
     check = {"stream": "test_dump_is_streamed_into_target", "seed": "test_dump_is_taken"}[method]
@@ -366,6 +379,40 @@ def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
         assert conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
         ).fetchone() == (0,)
+
+
+def test_archive_fetch_cut_short_is_caught_and_keeps_nothing(
+    cluster: kube.Kube,
+    deployed: sbns.Install,
+    host_target: pgserver.Server,
+    tmp_path: Path,
+) -> None:
+    """The archive kept in the pod comes out after verification; an exec stream that ends it
+    early (twice: the fetch tries once more) leaves no artifact that looks whole, the run fails
+    saying so, and the pod's copy is removed all the same. The verified target stays."""
+    _drop_target(host_target)
+    outcome = run_runbook(
+        tmp_path,
+        *_args(cluster, host_target, tmp_path),
+        "--allow-active-connections",
+        "--no-key",
+        env=_env(_kubectl_cutting(tmp_path, "*stackblitz-migrate-*.dump/archive*")),
+    )
+    assert outcome.code == 1, outcome.output[-3000:]
+    doc = outcome.evidence
+    assert doc["verified"] is True and doc["preflight"]["artifact"]["artifact"].startswith("kept")
+    failed = outcome.check("test_artifact_is_in_the_workdir_with_its_checksums")
+    assert "is not the one restored" in failed["message"], failed
+    assert not [*outcome.workdir.glob("*.dump*")]
+    assert [line for line in doc["cleanup"] if line.endswith("removed before it was fetched")]
+    pod = kube.PostgresPod(deployed.namespace, "postgres-0", "postgres", sbns.USER)
+    left = subprocess.run(
+        kube.exec_argv(cluster, pod, ["ls", "-A", "/tmp"], stdin=False),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert left.stdout.strip() == ""
 
 
 def test_key_stage_errors_are_clear(
