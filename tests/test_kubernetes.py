@@ -413,6 +413,7 @@ def test_archive_fetch_cut_short_is_caught_and_keeps_nothing(
         check=True,
     )
     assert left.stdout.strip() == ""
+    _drop_target(host_target)  # verified, but the tests after this one expect no database
 
 
 def test_key_stage_errors_are_clear(
