@@ -42,7 +42,9 @@ DB = sbns.DATABASE
 _LOGIN = 'IFS= read -r PGPASSWORD; export PGPASSWORD; T="host=$1 port=$2 user=$3"; shift 3; '
 
 
-def measure(size_gb: float, target_version: int, repeat: int = 1) -> dict[str, object]:
+def measure(
+    size_gb: float, target_version: int, repeat: int = 1, *, with_seed: bool = True
+) -> dict[str, object]:
     up = subprocess.run([str(REPO / "tests/cluster/up")], capture_output=True, text=True)
     if up.returncode != 0:
         raise SystemExit(f"bench: tests/cluster/up failed: {up.stdout[-1500:]}{up.stderr[-1500:]}")
@@ -80,7 +82,7 @@ def measure(size_gb: float, target_version: int, repeat: int = 1) -> dict[str, o
             )
             work = Path(tmp)
             db_bytes, tables = _source_facts(cluster, pod, install)
-            seed = _seed_procedure(cluster, pod, dst, work)
+            seed = _seed_procedure(cluster, pod, dst, work) if with_seed else None
             _drop(dst)
             source_args = ["--kubeconfig", str(KUBECONFIG), "--namespace", NAMESPACE]
             path = f"{sbns.STAND_IN_BIN}{os.pathsep}{os.environ['PATH']}"  # kubectl kots
@@ -92,7 +94,7 @@ def measure(size_gb: float, target_version: int, repeat: int = 1) -> dict[str, o
                 bares.append(_timed("floor in the pod", lambda: _floor(cluster, pod, dst, tables)))
     finally:
         sbns.delete(cluster, NAMESPACE)
-    books.sort(key=lambda b: b["outage"])
+    books.sort(key=lambda b: b["outage_s"])
     book, bare = books[len(books) // 2], sorted(bares)[len(bares) // 2]
     result = summarize(size_gb, db_bytes, seed, book, bare)
     result.update(mode="kubernetes", source=15, target=target_version, repeat=repeat)
@@ -101,19 +103,19 @@ def measure(size_gb: float, target_version: int, repeat: int = 1) -> dict[str, o
 
 
 def in_pod_floor(
-    seed: dict[str, float], books: list[dict[str, float]], bares: list[float]
+    seed: dict[str, float] | None, books: list[dict[str, float]], bares: list[float]
 ) -> dict[str, object]:
     """The issue's Kubernetes figures, medians of the runs given (each list sorted): the outage
     (dump to verified) over the in-pod floor, and the seed's exec/cp/exec over the outage."""
     book, bare = books[len(books) // 2], bares[len(bares) // 2]
-    seed_total = seed["dump"] + seed["restore"]
+    seed_total = seed["dump"] + seed["restore"] if seed else None
     figures = {
         "in_pod_floor_s": round(bare, 1),
-        "outage_s": round(book["outage"], 1),
-        "outage_over_in_pod_floor": round(book["outage"] / bare, 2),
-        "seed_over_outage": round(seed_total / book["outage"], 2),
+        "outage_s": round(book["outage_s"], 1),
+        "outage_over_in_pod_floor": round(book["outage_s"] / bare, 2),
+        "seed_over_outage": round(seed_total / book["outage_s"], 2) if seed_total else None,
         "artifact_fetch_after_outage_s": round(book["artifact"], 1),
-        "outage_samples_s": [round(b["outage"], 1) for b in books],
+        "outage_samples_s": [round(b["outage_s"], 1) for b in books],
         "in_pod_floor_samples_s": [round(b, 1) for b in bares],
     }
     print(

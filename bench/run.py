@@ -301,7 +301,9 @@ def main(argv: list[str]) -> int:
     if a.kubernetes:
         from bench import kubernetes
 
-        result = kubernetes.measure(a.size_gb, a.target_version, max(a.repeat, 1))
+        result = kubernetes.measure(
+            a.size_gb, a.target_version, max(a.repeat, 1), with_seed=not a.no_seed
+        )
     else:
         if a.peers and peers.available():
             raise SystemExit(f"bench: --peers: {peers.available()}")
