@@ -280,6 +280,11 @@ def main(argv: list[str]) -> int:
         "with the runbook and the floor (scripts/peers installs it)",
     )
     p.add_argument(
+        "--verify-during-copy",
+        action="store_true",
+        help="the runbook's --verify-during-copy: verification's digests taken while copying",
+    )
+    p.add_argument(
         "--no-seed",
         action="store_true",
         help="skip the seed procedure's single timing (its dump alone takes ~10 minutes at 4 GB); "
@@ -316,6 +321,7 @@ def main(argv: list[str]) -> int:
             jobs=max(a.jobs, 1),
             with_peers=a.peers,
             with_seed=not a.no_seed,
+            verify_during_copy=a.verify_during_copy,
         )
     print(json.dumps(result, indent=2))
     if a.json:
@@ -333,6 +339,7 @@ def _measure_direct(
     jobs: int,
     with_peers: bool,
     with_seed: bool = True,
+    verify_during_copy: bool = False,
 ) -> dict[str, object]:
     tools = pgtools.for_migration(source_version, target_version)
     with (
@@ -356,7 +363,8 @@ def _measure_direct(
         for i in range(repeat):
             print(f"bench: round {i + 1} of {repeat}: {_load()}", flush=True)
             _drop(dst)
-            books.append(runbook(direct_source(src, work), dst, work, extra=("--jobs", str(jobs))))
+            options = ("--jobs", str(jobs), *(["--verify-during-copy"] * verify_during_copy))
+            books.append(runbook(direct_source(src, work), dst, work, extra=options))
             _drop(dst)
             bares.append(floor(src, dst, tools))
             if with_peers:
@@ -367,6 +375,7 @@ def _measure_direct(
         book, bare = books[len(books) // 2], sorted(bares)[len(bares) // 2]
         samples: dict[str, object] = {
             "jobs": jobs,
+            "verify_during_copy": verify_during_copy,
             "runbook_totals_s": [round(b["dump"] + b["restore"], 1) for b in books],
             "outage_samples_s": [b["outage_s"] for b in books],
             "floor_samples_s": [round(b, 1) for b in sorted(bares)],

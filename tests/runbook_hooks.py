@@ -1,7 +1,8 @@
 """A pytest plugin for the runbook runs of the project's tests (`-p tests.runbook_hooks`): a
 session of another program acting at a chosen moment of a real run.
 
-Before stage 4's data check, once the copy's early digests are done (checks.overlap):
+Before stage 4's data check (with --verify-during-copy, once the copy's early digests are done:
+checks.overlap):
 - SBM_TEST_TAMPER_TARGET / SBM_TEST_TAMPER_SOURCE: one SQL statement run on the target or the
   source database, a change the final check must still catch (tests/test_overlap.py);
 - SBM_TEST_HOLD_VERIFY: a file created, then a wait of up to a minute, for a signal to arrive
@@ -24,9 +25,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.name != "test_data_matches":
         return
     run, settings = run_of(item.config), options.settings(item.config)
-    assert run.early is not None and run.early.started, "the copy took no early digests"
     assert settings is not None and settings.source is not None and settings.target is not None
-    run.early.wait()
+    if settings.verify_during_copy:
+        assert run.early is not None and run.early.started, "the copy took no early digests"
+        run.early.wait()
     for variable, endpoint in (
         ("SBM_TEST_TAMPER_TARGET", settings.target),
         ("SBM_TEST_TAMPER_SOURCE", settings.source),

@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_benchmark_prints_and_writes_its_figures(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    argv = [sys.executable, "-m", "bench", "--size-gb", "0.02", "--verify-during-copy"]
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--size-gb", "0.02", "--json", str(out)],
+        [*argv, "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,

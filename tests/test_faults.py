@@ -324,8 +324,9 @@ def test_full_workdir_is_one_line_and_leaves_no_partial_copy(
 def test_signal_during_verification_drops_the_unverified_copy(scene: Scene) -> None:
     """The copy is whole but not yet verified: it is marked, so the run's end drops it.
 
-    Verification's scans ran during the copy (checks.overlap): the run is held at stage 4's
-    start (tests/runbook_hooks.py) for the signal to arrive there."""
+    The run is held at stage 4's start (tests/runbook_hooks.py) for the signal to arrive there:
+    with --verify-during-copy the scans ran during the copy and the final check alone is over
+    too fast to hit."""
     held = scene.tmp / "verifying"
     run = start_runbook(
         scene.tmp,
