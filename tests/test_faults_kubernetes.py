@@ -189,6 +189,24 @@ def _pod_left(k8s: kube.Kube, timeout: float = 20) -> tuple[str, str]:
         time.sleep(1)
 
 
+def _pod_uid(k8s: kube.Kube) -> str:
+    return subprocess.run(
+        k8s.kubectl("get", "-n", NAMESPACE, "pod/postgres-0", "-o", "jsonpath={.metadata.uid}"),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def _wait_replaced(k8s: kube.Kube, deleted_uid: str, timeout: float = 180) -> None:
+    """Until the StatefulSet's new postgres-0 exists: the deleted one can still read Ready while
+    it terminates, and an exec into it then fails ("a completed pod")."""
+    deadline = time.monotonic() + timeout
+    while _pod_uid(k8s) in ("", deleted_uid):
+        assert time.monotonic() < deadline, "postgres-0 was not replaced"
+        time.sleep(1)
+
+
 def _wait_pod_ready(k8s: kube.Kube) -> None:
     subprocess.run(
         k8s.kubectl(
@@ -299,12 +317,14 @@ def test_postgres_pod_deleted_mid_dump(
     _drop(host_target)
     run = _start(cluster, host_target, tmp_path)
     _wait(run, lambda: _copying(host_target), "the copy under way")
+    deleted = _pod_uid(cluster)
     subprocess.run(
         cluster.kubectl("delete", "pod", "-n", NAMESPACE, "postgres-0", "--wait=false"),
         check=True,
         capture_output=True,
     )
     outcome = run.finish(timeout=180)
+    _wait_replaced(cluster, deleted)
     doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage="dump")
     assert doc["cleanup"][0] == f"the partly restored {DB} was dropped from the target"
     # The deleted pod may still be terminating at the end: its copy of the archive (gone with
