@@ -103,9 +103,10 @@ gunzip -c "$dir/dump.sql.gz" | """
 )
 _RESTORE = stream.restore_flags(creates=True)
 # --method stream: $2 is the database, $3 the user (as in DUMP_SCRIPT), $4 the directory in the
-# pod that keeps the archive (checks.podcopy), or empty when it streams out. pg_dump's archive
-# goes straight into pg_restore in the pod (through a fifo) and through tee, once, to the
-# artifact:
+# pod that keeps the archive (checks.podcopy), or empty when it streams out, $5 a snapshot that
+# pg_dump reads (exported on this host for the early digests, checks.overlap) or empty.
+# pg_dump's archive goes straight into pg_restore in the pod (through a fifo) and through tee,
+# once, to the artifact:
 # - streamed out: to this host on stdout (fd 3) and to `wc -c` through another fifo: the bytes
 #   cross kubectl once, not out and back in. The count proves the copy here whole, since the
 #   exec stream's known failure is ending early (TLS guards the bytes themselves).
@@ -138,7 +139,7 @@ counted=$!
   status=$?; echo "sbm-pg-restore-exit:$status"; echo "$status" > "$dir/restored"; }} 3>&- &
 restoring=$!
 if [ -n "$keep" ]; then
-  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
+  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} ${{5:+"--snapshot=$5"}} -U "$3" -d "$2"
     status=$?; echo "sbm-pg-dump-exit:$status" >&2; echo "$status" > "$dir/dumped"; }} 3>&- |
     tee "$dir/archive" "$dir/count" > "$keep/archive" 3>&- &
   copying=$!
@@ -148,7 +149,7 @@ if [ -n "$keep" ]; then
   done >&3 2>/dev/null &
   reporting=$!
 else
-  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} -U "$3" -d "$2"
+  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} ${{5:+"--snapshot=$5"}} -U "$3" -d "$2"
     status=$?; echo "sbm-pg-dump-exit:$status" >&2; echo "$status" > "$dir/dumped"; }} 3>&- |
     tee "$dir/archive" "$dir/count" >&3 &
   copying=$!
@@ -376,20 +377,54 @@ class KubernetesSource:
         target_major: int,
         log: Path,
         progress: Progress | None = None,
-        early: overlap.Early | None = None,  # not used yet: verification follows the copy
+        early: overlap.Early | None = None,
     ) -> list[stream.Part]:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
         the target), the archive coming out to this host as it goes, or kept in the pod for
-        `fetch_kept` when preflight found room there (checks.podcopy)."""
+        `fetch_kept` when preflight found room there (checks.podcopy). With `early`, pg_dump
+        reads a snapshot exported here, which the source's early digests read while the data
+        streams (checks.overlap); the target's run once the restore has ended."""
         log = log.with_name(log.name + ".log")  # `log` names the logs; there is one here
+        if early is None:
+            return self._stream(directory, target, log=log, progress=progress, snapshot="")
+        try:
+            with self.endpoint().connect(autocommit=False) as held:
+                # Held open for the whole copy: pg_dump imports the snapshot as it starts, and
+                # the pod gives no sign of that here before its output arrives.
+                held.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                held.read_only = True
+                row = held.execute("SELECT pg_export_snapshot()").fetchone()
+                assert row is not None
+                snapshot = str(row[0])
+                early.start_source(self.connect, snapshot)
+                parts = self._stream(
+                    directory, target, log=log, progress=progress, snapshot=snapshot
+                )
+            early.all_loaded()
+        except BaseException:
+            early.close()  # before the copy's cleanup drops what it created
+            raise
+        return parts
+
+    def _stream(
+        self,
+        directory: Path,
+        target: Endpoint,
+        *,
+        log: Path,
+        progress: Progress | None,
+        snapshot: str,
+    ) -> list[stream.Part]:
         if self.keeping and self.keeping.in_pod:
-            return self._stream_kept(target, log=log, progress=progress)
+            return self._stream_kept(target, log=log, progress=progress, snapshot=snapshot)
         proc = self._start_restore(
             STREAM_SCRIPT,
             target,
             subprocess.PIPE,
             self.database,
             self.pod.user,
+            "",
+            snapshot,
             stdout=subprocess.PIPE,
         )
         pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it
@@ -421,7 +456,7 @@ class KubernetesSource:
         return [stream.Part(name, size, sha, by_hand)]
 
     def _stream_kept(
-        self, target: Endpoint, *, log: Path, progress: Progress | None
+        self, target: Endpoint, *, log: Path, progress: Progress | None, snapshot: str
     ) -> list[stream.Part]:
         """The stream with the archive kept in the pod: only its size comes out, once a second."""
         assert self.keeping
@@ -432,6 +467,7 @@ class KubernetesSource:
             self.database,
             self.pod.user,
             self.keeping.directory,
+            snapshot,
             stdout=subprocess.PIPE,
         )
         pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it

@@ -148,6 +148,10 @@ def test_kubernetes_migration_is_verified(
         "in the pod: pg_dump, pg_restore, psql"
     )
     assert doc["verified"] is True
+    # the source digested from the pod's pg_dump snapshot while the data streamed, still current
+    found = doc["verification"]["source"]
+    assert found["snapshot_still_current"] is True, doc["verification"]
+    assert found["tables_digested_during_copy"] == len(doc["tables"])
     assert doc["source"]["kind"] == "kubernetes" and doc["dump"]["method"] == "stream"
     assert (doc["source"]["namespace"], doc["source"]["pod"]) == ("stackblitz", "postgres-0")
     assert doc["tools"]["pg_dump"].startswith("15.")  # the pod's own pg_dump
