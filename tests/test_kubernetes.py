@@ -136,6 +136,7 @@ def test_kubernetes_migration_is_verified(
         tmp_path,
         *_args(cluster, host_target, tmp_path),
         "--stop-app",
+        "--verify-during-copy",
         "--key-out",
         str(key_out),
         env=_env(),
