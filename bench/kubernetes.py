@@ -43,7 +43,12 @@ _LOGIN = 'IFS= read -r PGPASSWORD; export PGPASSWORD; T="host=$1 port=$2 user=$3
 
 
 def measure(
-    size_gb: float, target_version: int, repeat: int = 1, *, with_seed: bool = True
+    size_gb: float,
+    target_version: int,
+    repeat: int = 1,
+    *,
+    with_seed: bool = True,
+    verify_during_copy: bool = False,
 ) -> dict[str, object]:
     up = subprocess.run([str(REPO / "tests/cluster/up")], capture_output=True, text=True)
     if up.returncode != 0:
@@ -89,7 +94,8 @@ def measure(
             books, bares = [], []
             for _ in range(repeat):
                 _drop(dst)
-                books.append(runbook(source_args, dst, work, env={"PATH": path}))
+                options = ("--verify-during-copy",) * verify_during_copy
+                books.append(runbook(source_args, dst, work, env={"PATH": path}, extra=options))
                 _drop(dst)
                 bares.append(_timed("floor in the pod", lambda: _floor(cluster, pod, dst, tables)))
     finally:

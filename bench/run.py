@@ -307,7 +307,11 @@ def main(argv: list[str]) -> int:
         from bench import kubernetes
 
         result = kubernetes.measure(
-            a.size_gb, a.target_version, max(a.repeat, 1), with_seed=not a.no_seed
+            a.size_gb,
+            a.target_version,
+            max(a.repeat, 1),
+            with_seed=not a.no_seed,
+            verify_during_copy=a.verify_during_copy,
         )
     else:
         if a.peers and peers.available():
