@@ -15,19 +15,26 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_benchmark_prints_and_writes_its_figures(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    argv = [sys.executable, "-m", "bench", "--size-gb", "0.02", "--verify-during-copy"]
+def _bench(
+    module: str, out: Path, *args: str, timeout: float = 600
+) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
+    """`python -m <module> ARGS --json OUT` from the checkout: what it printed, and its JSON."""
     done = subprocess.run(
-        [*argv, "--json", str(out)],
+        [sys.executable, "-m", module, *args, "--json", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    return done, json.loads(out.read_text())
+
+
+def test_benchmark_prints_and_writes_its_figures(tmp_path: Path) -> None:
+    done, figures = _bench(
+        "bench", tmp_path / "bench.json", "--size-gb", "0.02", "--verify-during-copy"
+    )
     for key in ("seed_over_runbook", "runbook_over_floor", "verify_over_dump_restore"):
         assert figures[key] > 0 and f'"{key}"' in done.stdout
     # The outage, stop to verified, and how much of verification ran during the copy.
@@ -46,18 +53,8 @@ def test_benchmark_prints_and_writes_its_figures(tmp_path: Path) -> None:
 def test_benchmark_times_pgcopydb_as_a_peer(tmp_path: Path) -> None:
     """--peers: pgcopydb clone on the same source into a fresh target, twice (--repeat 2,
     alternating with the runbook and the floor), and the ratio outage / pgcopydb."""
-    out = tmp_path / "bench.json"
-    argv = [sys.executable, "-m", "bench", "--size-gb", "0.02", "--peers", "--repeat", "2"]
-    done = subprocess.run(
-        [*argv, "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    args = ("--size-gb", "0.02", "--peers", "--repeat", "2")
+    done, figures = _bench("bench", tmp_path / "bench.json", *args, timeout=900)
     assert len(figures["pgcopydb"]["samples_s"]) == 2 and figures["pgcopydb"]["seconds"] > 0
     assert len(figures["outage_samples_s"]) == 2
     assert figures["outage_over_pgcopydb"] > 0 and "outage / pgcopydb" in done.stdout
@@ -65,17 +62,7 @@ def test_benchmark_times_pgcopydb_as_a_peer(tmp_path: Path) -> None:
 
 def test_row_narrowing_benchmark_names_the_changed_rows(tmp_path: Path) -> None:
     """bench.rowdiff at a tiny size: the changed rows are all named, a copy is not narrowed."""
-    out = tmp_path / "rowdiff.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.rowdiff", "--size-gb", "0.02", "--json", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    done, figures = _bench("bench.rowdiff", tmp_path / "rowdiff.json", "--size-gb", "0.02")
     assert figures["changed"]["rows_named"] == 10
     assert figures["changed"]["all_changed_rows_named"] is True
     assert figures["changed"]["row_narrowing"]["different"] == 10
@@ -87,18 +74,8 @@ def test_row_narrowing_benchmark_names_the_changed_rows(tmp_path: Path) -> None:
 def test_kubernetes_benchmark_repeats_and_reports_the_in_pod_floor(tmp_path: Path) -> None:
     """`--kubernetes --repeat 2` at a tiny size on the test cluster: both runs of the runbook
     and of the in-pod floor are in the JSON, with the medians and their ratios printed."""
-    out = tmp_path / "bench.json"
-    args = ["--kubernetes", "--size-gb", "0.02", "--repeat", "2", "--json", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = json.loads(out.read_text())
+    args = ("--kubernetes", "--size-gb", "0.02", "--repeat", "2")
+    done, figures = _bench("bench", tmp_path / "bench.json", *args, timeout=900)
     assert figures["mode"] == "kubernetes" and figures["repeat"] == 2
     assert len(figures["outage_samples_s"]) == len(figures["in_pod_floor_samples_s"]) == 2
     assert figures["in_pod_floor_s"] in figures["in_pod_floor_samples_s"]

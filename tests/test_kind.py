@@ -38,8 +38,10 @@ def test_kind_rehearsal_is_verified(tmp_path: Path) -> None:
     doc = outcome.evidence
     assert doc["verified"] is True
     assert {s["name"]: s["outcome"] for s in doc["stages"]} == dict.fromkeys(
-        ("preflight", "dump", "restore", "verify", "encryption key"), "passed"
+        ("preflight", "dump", "restore", "verify", "encryption key", "artifact"), "passed"
     )
+    assert doc["preflight"]["artifact"]["artifact"].startswith("kept in the pod")
+    assert doc["dump"]["fetched"] is True  # fetched after verification and checked (stage 6)
     assert doc["source"]["kind"] == "kubernetes"
     assert doc["source"]["namespace"] == "stackblitz-rehearsal"
     assert doc["preflight"]["rehearsal"]["cluster"] == "kind"

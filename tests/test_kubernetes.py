@@ -83,6 +83,9 @@ def deployed(cluster: kube.Kube, request: pytest.FixtureRequest) -> Iterator[sbn
     sbns.seed(cluster, install)
     yield install
     sbns.delete(cluster, install.namespace)
+    # Gone before the next test deploys: its pods' network teardown then cannot overlap the
+    # next copy (a pod-to-host connection timed out once in a full run, right after one).
+    _wait_gone(cluster, install.namespace)
 
 
 def _wait_gone(cluster: kube.Kube, namespace: str) -> None:
