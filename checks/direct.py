@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shlex
 import subprocess
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -10,11 +11,27 @@ from pathlib import Path
 
 import psycopg
 
-from checks import children, errors, overlap, parts, pgtools, private, restore, scratch, stream
+from checks import (
+    children,
+    errors,
+    held,
+    overlap,
+    parts,
+    pgtools,
+    private,
+    restore,
+    scratch,
+    stream,
+)
 from checks import dump as dumping
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
+
+ARTIFACT_HOW = (
+    "dumped after verification, off the outage, from the copy's own snapshot (the rows the "
+    "target was loaded with)"
+)
 
 
 @dataclass
@@ -24,6 +41,12 @@ class DirectSource:
     jobs: int = 2  # data streams at once: --jobs
     kind: str = "direct"
     _tools: pgtools.Toolset | None = field(default=None, repr=False)
+    # --method stream: the copy's parts, once it succeeded, until the artifact is written from
+    # the snapshot held for it (stage 6; checks.held).
+    kept: list[stream.Part] | None = None
+    artifact_snapshot: str | None = None  # which snapshot the artifact came from
+    _held: held.Held | None = field(default=None, repr=False)
+    _plan: list[parts.Part] = field(default_factory=list, repr=False)
 
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "host": self.endpoint.host, "port": self.endpoint.port}
@@ -52,7 +75,7 @@ class DirectSource:
         return {self.endpoint.password} if self.endpoint.password else set()
 
     def close(self) -> None:
-        pass  # every connection is closed where it is opened
+        self.remove_kept()  # the held snapshot: every other connection is closed where opened
 
     def _tools_for(self, target_major: int) -> pgtools.Toolset:
         with self.connect() as conn:
@@ -96,47 +119,44 @@ class DirectSource:
         progress: Progress | None = None,
         early: overlap.Early | None = None,
     ) -> list[stream.Part]:
-        """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot;
-        `early` digests both sides while they run (checks.overlap)."""
+        """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot,
+        which stays held for the artifact (`fetch_kept`, after verification: checks.held);
+        nothing is written to `directory` here. `early` digests both sides while they run
+        (checks.overlap)."""
         tools = self._tools_for(target_major)
+        self.remove_kept()
         done: list[stream.Part] = []
+        snapshot = held.export(self.endpoint)
         try:
-            with self.endpoint.connect(autocommit=False) as held:
-                # Held open until the last pg_dump has started: they all read this snapshot.
-                held.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                held.read_only = True
-                snapshot = str(held.execute("SELECT pg_export_snapshot()").fetchone()[0])  # type: ignore[index]
-                if early:
-                    early.start_source(self.connect, snapshot)
-                for step in parts.plan(held, self.jobs):
-                    # On any error or signal here, the children stop before the pool waits for
-                    # the threads that feed them.
-                    pool = ThreadPoolExecutor(max_workers=min(self.jobs, len(step)))
-                    with pool, children.stopped_on_error():
-                        runs = {
-                            pool.submit(
-                                self._stream_part,
-                                tools,
-                                part,
-                                snapshot,
-                                directory,
-                                target,
-                                log,
-                                progress,
-                            ): part
-                            for part in step
-                        }
-                        for run in as_completed(runs):
-                            run.result()
-                            if early and runs[run].data:
-                                early.loaded(runs[run])
-                        done += [run.result() for run in runs]  # in the plan's order
+            if early:
+                early.start_source(self.connect, snapshot.name)
+            steps = parts.plan(snapshot.conn, self.jobs)
+            for step in steps:
+                # On any error or signal here, the children stop before the pool waits for
+                # the threads that feed them.
+                pool = ThreadPoolExecutor(max_workers=min(self.jobs, len(step)))
+                with pool, children.stopped_on_error():
+                    runs = {
+                        pool.submit(
+                            self._stream_part, tools, part, snapshot.name, target, log, progress
+                        ): part
+                        for part in step
+                    }
+                    for run in as_completed(runs):
+                        run.result()
+                        if early and runs[run].data:
+                            early.loaded(runs[run])
+                    done += [run.result() for run in runs]  # in the plan's order
             if early:
                 early.all_loaded()
         except BaseException:
+            snapshot.close()
             if early:
                 early.close()  # before the copy's cleanup drops what it created
             raise
+        self._held = snapshot
+        self._plan = [part for step in steps for part in step]
+        self.kept = done
         return done
 
     def _stream_part(
@@ -144,13 +164,11 @@ class DirectSource:
         tools: pgtools.Toolset,
         part: parts.Part,
         snapshot: str,
-        directory: Path,
         target: Endpoint,
         log: Path,
         progress: Progress | None,
     ) -> stream.Part:
-        flags = [*stream.PG_DUMP_FLAGS, f"--snapshot={snapshot}", *part.dump_flags]
-        argv = self._pg_dump(tools, flags)
+        argv = self._pg_dump(tools, self._part_flags(part, snapshot))
         into = target.with_dbname(
             restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
         )
@@ -172,25 +190,11 @@ class DirectSource:
                 env=target.child_env(),
             )
             assert pg_dump.stdout
-
-            def check() -> None:
-                code = pg_dump.wait()
-                if code != 0:
-                    first = restore.first_error(dump_log)
-                    raise errors.DumpFailed(
-                        f"pg_dump ({part.name}) failed with exit code {code}: {first}"
-                    )
-
-            def abort() -> None:
-                pg_dump.kill()
-                pg_dump.wait()
-
-            size, sha = stream.into(
+            size = stream.into(
                 pg_dump.stdout,
-                directory / part.name,
                 pg_restore,
-                check=check,
-                abort=abort,
+                check=functools.partial(_exited, pg_dump, part, dump_log),
+                abort=functools.partial(_killed, pg_dump),
                 failed=lambda code: restore.stopped("pg_restore", code, restore_log),
                 progress=progress,
             )
@@ -199,7 +203,78 @@ class DirectSource:
                 path.unlink()
         flags = stream.restore_flags(creates=part.creates)
         by_hand = shlex.join(["pg_restore", *flags, "-d", into.dbname or ""])
-        return stream.Part(part.name, size, sha, by_hand)
+        return stream.Part(part.name, size, None, by_hand)
+
+    @staticmethod
+    def _part_flags(part: parts.Part, snapshot: str) -> list[str]:
+        return [*stream.PG_DUMP_FLAGS, f"--snapshot={snapshot}", *part.dump_flags]
+
+    def kept_evidence(self) -> dict[str, object]:
+        """For the dump's evidence until the artifact is written."""
+        return {
+            "artifact": ARTIFACT_HOW,
+            "streamed_bytes": sum(p.bytes for p in self.kept or []),
+            "written": False,
+        }
+
+    def fetch_kept(self, directory: Path, *, progress: Progress | None = None) -> list[stream.Part]:
+        """The artifact: every part dumped again into `directory`, --jobs at a time, from the
+        copy's snapshot (or an equal one: checks.held), with each file's size and SHA-256."""
+        assert self._held and self.kept and self._tools
+        tools, streamed = self._tools, {p.name: p for p in self.kept}
+        with held.same_data(self.endpoint, self._held) as (snapshot, how):
+            self.artifact_snapshot = how
+            pool = ThreadPoolExecutor(max_workers=max(1, min(self.jobs, len(self._plan))))
+            with pool, children.stopped_on_error():
+                runs = [
+                    pool.submit(
+                        self._write_part, tools, part, snapshot, directory, streamed, progress
+                    )
+                    for part in self._plan
+                ]
+                written = [run.result() for run in runs]
+        return written
+
+    def _write_part(
+        self,
+        tools: pgtools.Toolset,
+        part: parts.Part,
+        snapshot: str,
+        directory: Path,
+        streamed: dict[str, stream.Part],
+        progress: Progress | None,
+    ) -> stream.Part:
+        dest = directory / part.name
+        errlog = directory.with_name(f"{directory.name}.{part.name}.pg_dump.log")
+        with private.open_private(errlog) as err:
+            proc = children.popen(
+                self._pg_dump(tools, self._part_flags(part, snapshot)),
+                stdout=subprocess.PIPE,
+                stderr=err,
+                env=self.endpoint.child_env(),
+            )
+            assert proc.stdout
+            try:
+                size, sha = stream.tee(
+                    proc.stdout,
+                    dest,
+                    None,
+                    release=lambda _size, _sha: _exited(proc, part, errlog),
+                    progress=progress,
+                )
+            except BaseException:
+                _killed(proc)
+                raise
+        errlog.unlink()
+        return stream.Part(part.name, size, sha, streamed[part.name].restore)
+
+    def remove_kept(self) -> str | None:
+        """Release the held snapshot (idempotent). Nothing of it is on disk, so nothing to say:
+        stage 6's own failure says when the archive is missing."""
+        if self._held:
+            self._held.close()
+        self._held, self.kept = None, None
+        return None
 
     def restore(
         self, dump: DumpFile, target: Endpoint, *, log: Path, progress: Progress | None = None
@@ -241,6 +316,20 @@ class DirectSource:
         if restored or dumped:
             program = "pg_restore" if restored else "pg_dump"
             raise restore.stopped(program, restored or dumped, log)
+
+
+def _exited(pg_dump: subprocess.Popen[bytes], part: parts.Part, log: Path) -> None:
+    """pg_dump's output ended: whole only if it exited 0."""
+    code = pg_dump.wait()
+    if code != 0:
+        first = restore.first_error(log)
+        raise errors.DumpFailed(f"pg_dump ({part.name}) failed with exit code {code}: {first}")
+
+
+def _killed(pg_dump: subprocess.Popen[bytes]) -> None:
+    if pg_dump.poll() is None:
+        pg_dump.kill()
+    pg_dump.wait()
 
 
 def _tail(log: Path) -> str:

@@ -19,6 +19,7 @@ STAGES = ("preflight", "dump", "restore", "verify", "encryption key", "artifact"
 # kept in the pod, fetched after verification); elsewhere the dump stage seals the artifact, and
 # `not_applicable` still names the check and why.
 LISTED_ONLY_WHEN_RUN = frozenset({"artifact"})
+AFTER_VERIFY = frozenset(STAGES[STAGES.index("verify") + 1 :])
 
 
 @dataclass
@@ -112,7 +113,8 @@ class Run:
         needed = ["preflight", "verify"] + (["dump", "restore"] if self.mode == "migrate" else [])
         return (
             self.mode != "preflight-only"
-            and self.interrupted is None
+            # A signal after verification (the key, the archive) leaves the data verified.
+            and (self.interrupted is None or self.interrupted.get("stage") in AFTER_VERIFY)
             and all(by_name.get(n) == "passed" for n in needed)
             and self.comparison is not None
             and self.comparison.equal

@@ -82,10 +82,14 @@ def explain(
     return None
 
 
-def workdir_full(workdir: Path, needed_bytes: int | None) -> errors.WorkdirFull:
+RUN_AGAIN = "free space or pass --workdir on a larger disk, then run the same command again"
+
+
+def workdir_full(
+    workdir: Path, needed_bytes: int | None, then: str = RUN_AGAIN
+) -> errors.WorkdirFull:
     free = shutil.disk_usage(workdir).free
     needed = f", the dump needed about {needed_bytes / 1e6:,.0f} MB" if needed_bytes else ""
     return errors.WorkdirFull(
-        f"the workdir filesystem is full ({workdir}: {free / 1e6:,.0f} MB free{needed}): free "
-        "space or pass --workdir on a larger disk, then run the same command again"
+        f"the workdir filesystem is full ({workdir}: {free / 1e6:,.0f} MB free{needed}): {then}"
     )

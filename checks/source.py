@@ -59,6 +59,23 @@ class Source(Protocol):
         the copy goes, so that verification overlaps it (checks.overlap)."""
         ...
 
+    # --method stream: the parts restored, while their artifact waits for stage 6 (written
+    # after verification, off the outage); None when there is none to wait for.
+    kept: list[Part] | None
+
+    def kept_evidence(self) -> dict[str, object]:
+        """What the dump's evidence says of the artifact until stage 6 writes it."""
+        ...
+
+    def fetch_kept(self, directory: Path, *, progress: Progress | None = None) -> list[Part]:
+        """Stage 6: the artifact written into `directory`, each part with its size and SHA-256."""
+        ...
+
+    def remove_kept(self) -> str | None:
+        """Release what the pending artifact holds (idempotent); what became of it, for the
+        evidence's cleanup, or None."""
+        ...
+
     def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
         """The preflight's scratch restore: pg_dump of the schema alone (checks.scratch's
         flags) into pg_restore of `into`'s existing database, from where the stream's restore

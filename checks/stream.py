@@ -1,4 +1,4 @@
-"""Streams pg_dump's archive into pg_restore while keeping it, byte for byte, as the artifact.
+"""Streams pg_dump's archive into pg_restore, and keeps the archive as the artifact.
 
 The outage lasts from the dump's start to the end of verification. Dumping to a file and then
 restoring from it costs the sum of the two; a stream costs the longer of them. The stream is
@@ -6,12 +6,18 @@ pg_dump's custom format, uncompressed (-Fc -Z0): pg_restore loads it faster than
 plain script, and compressing on the critical path would cost more CPU than the two servers'
 copy (see the benchmark). A migration may stream in parts (checks.direct: the schema, the
 data in two streams at once, then indexes and constraints); the artifact is a directory of
-the parts, each restorable with pg_restore, and a SHA256SUMS file (`sha256sum -c`) of exactly
-the bytes the target's pg_restore read.
+the parts, each restorable with pg_restore, and a SHA256SUMS file (`sha256sum -c`).
+
+Where the artifact is written decides what the outage carries:
+- direct mode: the copy only relays (`into`); the artifact is dumped after verification from the
+  copy's own snapshot, held open till then (checks.held), so it holds the rows the target got;
+- Kubernetes mode: the pod keeps the archive as pg_restore reads it and the runbook fetches it
+  after verification (checks.podcopy), or, without room in the pod, the exec stream is teed
+  into the workdir as it goes (`tee`); either way its SHA-256 is of the bytes pg_restore read.
 
 pg_restore fails on an archive that ends early (a data block it needs is missing). Whatever
 else proves the stream whole (pg_dump's exit status, an in-pod checksum) runs before the sink is
-closed, and the file is removed unless the restore succeeds too.
+closed, and a file is removed unless the restore succeeds too.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ class SinkStopped(Exception):
 class Part:
     name: str  # its file in the artifact directory
     bytes: int
-    sha256: str
+    sha256: str | None  # None until the artifact is written (direct mode: checks.held)
     restore: str  # the pg_restore command that restores it by hand, without the file
 
 
@@ -153,18 +159,47 @@ def tee(
     return size, digest.hexdigest()
 
 
+def relay(
+    stream: BinaryIO,
+    sink: BinaryIO,
+    *,
+    release: Callable[[int], None],
+    progress: Progress | None = None,
+) -> int:
+    """Copy `stream` into `sink` (a restore's stdin); `release(size)` runs when the stream ends,
+    as in `tee`. Returns the size. Raises DumpFailed or SinkStopped."""
+    size = 0
+    with progress.streaming() if progress else contextlib.nullcontext():
+        while chunk := stream.read(CHUNK):
+            if size == 0 and not chunk.startswith(_MAGIC):
+                raise errors.DumpFailed(
+                    "pg_dump's output is not a custom-format archive: check its log"
+                )
+            size += len(chunk)
+            try:
+                sink.write(chunk)
+            except BrokenPipeError:
+                raise SinkStopped() from None
+            if progress:
+                progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
+    if size == 0:
+        raise errors.DumpFailed("pg_dump wrote nothing: check its log")
+    release(size)
+    return size
+
+
 def into(
     dump_out: BinaryIO,
-    dest: Path,
     restorer: subprocess.Popen[bytes],
     *,
     check: Callable[[], None],
     abort: Callable[[], object],
     failed: Callable[[int], errors.RestoreFailed],
     progress: Progress | None = None,
-) -> tuple[int, str]:
-    """Tee a running dump into a running restore (its stdin a pipe); the file's size and
-    SHA-256 once both succeed.
+) -> int:
+    """Relay a running dump into a running restore (its stdin a pipe); the bytes relayed once
+    both succeed. No file is written: direct mode's artifact is dumped after verification from
+    the same snapshot (checks.held).
 
     `check()` proves the dump's side whole once its output ends (pg_dump's exit status) and
     `abort()` stops it; `failed(exit code)` is the restore's error.
@@ -172,13 +207,13 @@ def into(
     assert restorer.stdin
     sink = restorer.stdin
 
-    def release(_size: int, _sha256: str) -> None:
+    def release(_size: int) -> None:
         check()
         with contextlib.suppress(BrokenPipeError):
             sink.close()
 
     try:
-        written = tee(dump_out, dest, sink, release=release, progress=progress)
+        size = relay(dump_out, sink, release=release, progress=progress)
     except SinkStopped:
         abort()
         raise failed(restorer.wait()) from None
@@ -198,6 +233,5 @@ def into(
         raise
     code = restorer.wait()
     if code != 0:
-        dest.unlink(missing_ok=True)  # not proven whole: pg_restore fails on a cut archive
         raise failed(code)
-    return written
+    return size

@@ -2,8 +2,9 @@
 (trailer, \\restrict pair) with its size and SHA-256 recorded.
 
 --method stream (the default) dumps pg_dump's custom archives (checks.stream, in the parts of
-checks.parts in direct mode) into pg_restore on the target while keeping them as the artifact, so
-the outage lasts the longer of dump and restore, not their sum;
+checks.parts in direct mode) into pg_restore on the target, so the outage lasts the longer of
+dump and restore, not their sum; the artifact is written off the outage where it can be (stage
+6);
 --method seed writes the seed's gzip plain script first and restores it in stage 3, as the
 documented procedure does.
 """
@@ -30,6 +31,7 @@ from checks import (
     server,
     stream,
 )
+from checks.direct import DirectSource
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.evidence import Run
@@ -104,8 +106,10 @@ def test_dump_is_streamed_into_target(
     run: Run,
     say: Callable[[str], None],
 ) -> None:
-    """--method stream: pg_dump's archive into the target's pg_restore and, byte for byte, the
-    file."""
+    """--method stream: pg_dump's archive into the target's pg_restore; the artifact is kept in
+    the pod (Kubernetes mode, when it has room: fetched in stage 6), teed into the workdir as it
+    goes (Kubernetes mode without room), or dumped from the same snapshot in stage 6 (direct
+    mode)."""
     final = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
     log = final.with_name(final.name + ".restore")
     progress = Progress("dump → target", say, rows_expected=_rows(source))
@@ -140,6 +144,12 @@ def test_dump_is_streamed_into_target(
         directory.rmdir()
         pending = stream.Archive(final, tuple(written)).evidence()
         run.dump = {"method": "stream", **pending, **source.kept_evidence(), **progress.summary()}
+        return
+    if isinstance(source, DirectSource):
+        # Dumped from the copy's held snapshot after verification, off the outage (stage 6).
+        directory.rmdir()
+        pending = {"path": str(final), "format": stream.FORMAT, **source.kept_evidence()}
+        run.dump = {"method": "stream", **pending, **progress.summary()}
         return
     archive = stream.seal(directory, final, written)
     run.dump = {"method": "stream", **archive.evidence(), **progress.summary()}

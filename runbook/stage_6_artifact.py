@@ -1,27 +1,38 @@
-"""Stage 6, artifact (Kubernetes mode, --method stream): the archive kept in the pod during the
-copy (checks.podcopy) is fetched to the workdir after verification, off the outage, and proven to
-be the bytes the target's pg_restore read: its SHA-256 here is the one the pod computed as they
-passed. The pod's copy is then removed. When preflight found no room in the pod, the archive
-came out during the copy and is already in the workdir.
+"""Stage 6, artifact (--method stream): the archive of the copy, written to the workdir after
+verification, off the outage, with its SHA-256 in SHA256SUMS.
+- Kubernetes mode: the archive kept in the pod during the copy (checks.podcopy) is fetched and
+  proven to be the bytes the target's pg_restore read (its SHA-256 here is the one the pod
+  computed as they passed); the pod's copy is then removed. When preflight found no room in the
+  pod, the archive came out during the copy and is already in the workdir.
+- Direct mode: every part is dumped again from the copy's own snapshot, held open since the copy
+  (checks.held), so the archive holds the rows the target was loaded with; the snapshot is then
+  released.
 """
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 
 import pytest
 
-from checks import errors, stream
+from checks import errors, partial, stream
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
 from checks.progress import Progress
 from checks.source import Source
 from fixtures.options import Settings
 
+# The migration itself is done when this stage runs: rerunning the runbook would refuse the
+# verified target, so the way out is an archive taken by hand.
+ONLY_THE_ARCHIVE = (
+    "the target is verified and kept, only its archive is missing: free space, then take one "
+    "by hand (pg_dump -Fc of the target) if the change needs it"
+)
+
 pytestmark = [
     pytest.mark.stage("artifact"),
     pytest.mark.modes("migrate"),
-    pytest.mark.sources("kubernetes", why="direct mode: the archive is written on this host"),
     pytest.mark.methods("stream", why="--method seed: the dump file came out before the restore"),
 ]
 
@@ -29,16 +40,29 @@ pytestmark = [
 def test_artifact_is_in_the_workdir_with_its_checksums(
     source: Source, settings: Settings, run: Run, say: Callable[[str], None]
 ) -> None:
-    assert isinstance(source, KubernetesSource) and run.dump is not None
-    if not source.kept:
+    assert run.dump is not None
+    in_pod = isinstance(source, KubernetesSource)
+    if in_pod and not source.kept:
         if run.dump.get("fetched") is False:  # kept, but the pod no longer holds it
             raise errors.DumpFailed("the archive kept in the pod is gone: take a dump again")
         return  # streamed out during the copy: sealed in the dump stage
+    assert source.kept
     final = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
-    progress = Progress("artifact ← pod", say, bytes_expected=sum(p.bytes for p in source.kept))
-    with stream.artifact(final) as directory:
-        parts = source.fetch_kept(directory, progress=progress)
+    label = "artifact ← pod" if in_pod else "artifact ← source"
+    progress = Progress(label, say, bytes_expected=sum(p.bytes for p in source.kept))
+    try:
+        with stream.artifact(final) as directory:
+            parts = source.fetch_kept(directory, progress=progress)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        workdir = run.preflight.get("workdir") or {}
+        needed = workdir.get("needed_bytes") if isinstance(workdir, dict) else None
+        raise partial.workdir_full(settings.workdir, needed, ONLY_THE_ARCHIVE) from None
     archive = stream.seal(directory, final, parts)
     removed = source.remove_kept()
     run.dump.update(archive.evidence())
-    run.dump.update(fetched=True, fetch=progress.summary(), pod_copy=removed)
+    if in_pod:
+        run.dump.update(fetched=True, fetch=progress.summary(), pod_copy=removed)
+    else:
+        run.dump.update(written=True, snapshot=source.artifact_snapshot, write=progress.summary())

@@ -7,6 +7,10 @@ checks.overlap):
   source database, a change the final check must still catch (tests/test_overlap.py);
 - SBM_TEST_HOLD_VERIFY: a file created, then a wait of up to a minute, for a signal to arrive
   during verification (tests/test_faults.py): the final check alone is over too fast to hit.
+
+Before stage 6 (artifact):
+- SBM_TEST_BEFORE_ARTIFACT_SOURCE: SQL statements, separated by lines holding only ";", run on
+  the source database: the held snapshot's session ended, a write (tests/test_faults.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from fixtures.run import run_of
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.name == "test_artifact_is_in_the_workdir_with_its_checksums":
+        _before_artifact(item.config)
     if item.name != "test_data_matches":
         return
     run, settings = run_of(item.config), options.settings(item.config)
@@ -41,3 +47,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if hold:
         Path(hold).touch()
         time.sleep(60)
+
+
+def _before_artifact(config: pytest.Config) -> None:
+    statements = os.environ.get("SBM_TEST_BEFORE_ARTIFACT_SOURCE")
+    settings = options.settings(config)
+    if not statements or settings is None or settings.source is None:
+        return
+    with settings.source.connect(dbname=settings.database) as conn:
+        for statement in statements.split("\n;\n"):
+            conn.execute(statement)

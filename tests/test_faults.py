@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from checks import marker
+from checks import held, marker
 from fixtures import pgserver, sample_db
 from tests.runbook_cli import (
     Outcome,
@@ -138,7 +138,6 @@ def _assert_orderly_stop(
     code: int,
     stage: str,
     words: list[str],
-    whole_dump: bool = False,
 ) -> dict:  # type: ignore[type-arg]
     """The issue's points 1-4: a bounded stop, nothing running, the evidence whole, one line."""
     assert outcome.code == code, outcome.output[-4000:]
@@ -154,10 +153,7 @@ def _assert_orderly_stop(
     # nothing of ours runs on, and nothing half-copied stays in the workdir
     assert _programs_for(scene.source, scene.target) == []
     kept = [p for p in outcome.workdir.iterdir() if not p.name.endswith(".log")]
-    if whole_dump:  # a dump that was proven whole before the fault stays: it is evidence
-        assert len(kept) == 1 and (kept[0] / "SHA256SUMS").is_file(), kept
-    else:
-        assert kept == [], kept
+    assert kept == [], kept
     return doc
 
 
@@ -290,35 +286,145 @@ def _dump_growing(workdir: Path) -> bool:
     return any(p.stat().st_size >= MOVING // 2 for p in workdir.glob("*.sql.gz.partial"))
 
 
-@pytest.mark.parametrize("method", ["stream", "seed"])
 def test_full_workdir_is_one_line_and_leaves_no_partial_copy(
-    scene: Scene, small_disk: Path, method: str
+    scene: Scene, small_disk: Path
 ) -> None:
-    """Filled by another process once the copy runs (after preflight's free-space check)."""
-    run = start_runbook(scene.tmp, *scene.args("--method", method), workdir=small_disk)
-    if method == "stream":
-        _wait_copying(run, scene.target)
-    else:  # the seed's dump touches the target only once it is whole
-        deadline = time.monotonic() + 120
-        while not _dump_growing(small_disk):
-            assert run.proc.poll() is None and time.monotonic() < deadline, run.log.read_text()
-            time.sleep(0.05)
-    subprocess.run(
-        ["dd", "if=/dev/zero", f"of={small_disk / 'filler'}", "bs=1M"],
-        capture_output=True,
-        check=False,  # it ends on "No space left on device"
-    )
+    """--method seed: filled by another process once the dump runs (after preflight's free-space
+    check)."""
+    run = start_runbook(scene.tmp, *scene.args("--method", "seed"), workdir=small_disk)
+    deadline = time.monotonic() + 120
+    while not _dump_growing(small_disk):  # the seed's dump touches the target once it is whole
+        assert run.proc.poll() is None and time.monotonic() < deadline, run.log.read_text()
+        time.sleep(0.05)
+    _fill(small_disk)
     outcome = run.finish(timeout=120)
     (small_disk / "filler").unlink()
     doc = _assert_orderly_stop(
         outcome, scene, code=1, stage="dump", words=["the workdir filesystem is full", "MB free"]
     )
-    check = {"stream": "test_dump_is_streamed_into_target", "seed": "test_dump_is_taken"}[method]
-    assert "--workdir" in outcome.check(check)["message"]
-    dropped = [f"the partly restored {DB} was dropped from the target"]
-    assert doc["cleanup"] == (dropped if method == "stream" else [])
+    assert "--workdir" in outcome.check("test_dump_is_taken")["message"]
+    assert doc["cleanup"] == []
     assert _target_db(scene.target) is None
-    _rerun_verifies(scene, "--method", method)
+    _rerun_verifies(scene, "--method", "seed")
+
+
+def _fill(disk: Path) -> None:
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={disk / 'filler'}", "bs=1M"],
+        capture_output=True,
+        check=False,  # it ends on "No space left on device"
+    )
+
+
+def _held_sessions(source: pgserver.Server) -> int:
+    """Sessions holding a copy's snapshot for its archive (checks.held)."""
+    with _admin(source) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (held.APPLICATION_NAME,),
+        ).fetchone()
+    return int(row[0]) if row else -1
+
+
+def _assert_verified_without_archive(
+    outcome: Outcome, scene: Scene, *, code: int, words: list[str]
+) -> dict:  # type: ignore[type-arg]
+    """Stage 6 (direct mode's archive, after verification) failed: the migration is done and
+    stays, in one line; no half-written archive, no held snapshot, nothing running."""
+    assert outcome.code == code, outcome.output[-4000:]
+    for name in ("junit.xml", "report.html", "evidence.json"):
+        assert (outcome.reports / name).is_file(), name
+    doc = outcome.evidence
+    assert doc["verified"] is True
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["artifact"]["outcome"] == "failed", stages
+    assert "Traceback" not in outcome.output, outcome.output[-4000:]
+    message = stages["artifact"]["detail"]
+    assert "\n" not in message and all(w in message for w in words), message
+    assert doc["dump"]["written"] is False
+    assert _programs_for(scene.source, scene.target) == []
+    assert [p for p in outcome.workdir.iterdir() if not p.name.endswith(".log")] == []
+    assert _held_sessions(scene.source) == 0
+    found = _target_db(scene.target)
+    assert found is not None and not marker.is_ours(found[1]), found  # verified: it stays
+    return doc
+
+
+def test_full_workdir_while_the_archive_is_written_keeps_the_verified_target(
+    scene: Scene, small_disk: Path
+) -> None:
+    """--method stream writes nothing to the workdir during the copy: the archive is dumped
+    after verification (stage 6, checks.held). The workdir filled by another process during the
+    copy fails that stage alone, in one line, and the verified target stays."""
+    run = start_runbook(scene.tmp, *scene.args(), workdir=small_disk)
+    _wait_copying(run, scene.target)
+    _fill(small_disk)
+    outcome = run.finish(timeout=120)
+    (small_disk / "filler").unlink()
+    doc = _assert_verified_without_archive(
+        outcome, scene, code=1, words=["the workdir filesystem is full", "the target is verified"]
+    )
+    assert doc["cleanup"] == []
+
+
+# The held snapshot's session ended (a restarted source, a dropped port-forward), waiting until
+# it has (PostgreSQL 14+: the source here is 15).
+END_HELD = (
+    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+    f"WHERE application_name = '{held.APPLICATION_NAME}'"
+)
+CHANGE = "INSERT INTO schema_migrations (version) VALUES ('sbm-test-after-the-copy')"
+
+
+def test_held_snapshot_lost_with_the_source_unchanged_archives_a_new_equal_one(
+    scene: Scene,
+) -> None:
+    with _admin(scene.source, DB) as conn:
+        conn.execute("VACUUM ANALYZE")  # settled: autovacuum's ANALYZE would write meanwhile
+    outcome = run_runbook(
+        scene.tmp,
+        *scene.args("-p", "tests.runbook_hooks"),
+        env={"SBM_TEST_BEFORE_ARTIFACT_SOURCE": END_HELD},
+    )
+    assert outcome.code == 0, outcome.output[-4000:]
+    dump = outcome.evidence["dump"]
+    assert dump["written"] is True and "new snapshot" in dump["snapshot"], dump
+    archive = Path(dump["path"])
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=archive, check=False)
+    assert checked.returncode == 0
+    assert sorted(p.name for p in archive.iterdir()) == sorted([*dump["sha256"], "SHA256SUMS"])
+    assert _held_sessions(scene.source) == 0
+
+
+def test_held_snapshot_lost_and_the_source_changed_is_one_line_and_keeps_the_target(
+    scene: Scene,
+) -> None:
+    try:
+        outcome = run_runbook(
+            scene.tmp,
+            *scene.args("-p", "tests.runbook_hooks"),
+            env={"SBM_TEST_BEFORE_ARTIFACT_SOURCE": f"{END_HELD}\n;\n{CHANGE}"},
+        )
+    finally:
+        with _admin(scene.source, DB) as conn:
+            conn.execute("DELETE FROM schema_migrations WHERE version = 'sbm-test-after-the-copy'")
+    _assert_verified_without_archive(
+        outcome, scene, code=1, words=["snapshot of the source was lost", "the target is verified"]
+    )
+
+
+def test_signal_while_the_archive_is_written_keeps_the_verified_target(scene: Scene) -> None:
+    run = start_runbook(scene.tmp, *scene.args())
+    deadline = time.monotonic() + 120
+    while not any(p.stat().st_size > 1_000_000 for p in run.workdir.glob("*.dump.partial/*")):
+        assert run.proc.poll() is None and time.monotonic() < deadline, run.log.read_text()
+        time.sleep(0.01)
+    run.proc.send_signal(signal.SIGTERM)
+    outcome = run.finish(timeout=60)
+    doc = _assert_verified_without_archive(
+        outcome, scene, code=143, words=["interrupted by SIGTERM during artifact"]
+    )
+    assert doc["interrupted"]["stage"] == "artifact"
 
 
 def test_signal_during_verification_drops_the_unverified_copy(scene: Scene) -> None:
@@ -345,7 +451,6 @@ def test_signal_during_verification_drops_the_unverified_copy(scene: Scene) -> N
         code=143,
         stage="verify",
         words=["interrupted by SIGTERM during verify"],
-        whole_dump=True,
     )
     assert doc["interrupted"]["stage"] == "verify"
     assert doc["cleanup"] == [f"the partly restored {DB} was dropped from the target"]
