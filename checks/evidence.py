@@ -15,9 +15,9 @@ from checks.overlap import Early
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 STAGES = ("preflight", "dump", "restore", "verify", "encryption key", "artifact")
-# Stages listed only in the runs they belong to (Kubernetes mode's --method stream: the archive
-# kept in the pod, fetched after verification); elsewhere the dump stage seals the artifact, and
-# `not_applicable` still names the check and why.
+# Stages listed only in the runs they belong to (--method stream: the archive written after
+# verification); with --method seed the dump stage writes the file, and `not_applicable` still
+# names the check and why.
 LISTED_ONLY_WHEN_RUN = frozenset({"artifact"})
 AFTER_VERIFY = frozenset(STAGES[STAGES.index("verify") + 1 :])
 

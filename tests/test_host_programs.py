@@ -81,6 +81,7 @@ def test_direct_mode_without_client_programs_is_refused_in_preflight(
         "restore": "skipped",
         "verify": "skipped",
         "encryption key": "skipped",
+        "artifact": "skipped",
     }
     assert (_state(pg15), _state(pg18)) == before  # no scratch database, no target database
     assert list(outcome.workdir.iterdir()) == []

@@ -100,8 +100,11 @@ def test_migration_is_verified(migrated: Outcome) -> None:
     doc = migrated.evidence
     assert doc["verified"] is True
     assert doc["tools"]["pg_dump"].startswith("18.")
-    # --method stream: a directory of pg_dump custom archives, hashed as pg_restore read them
+    # --method stream: a directory of pg_dump custom archives, dumped again after verification
+    # (stage 6) from the snapshot the copy read: the same archives, byte count for byte count
     assert doc["dump"]["method"] == "stream" and doc["dump"]["seconds"] > 0
+    assert doc["dump"]["written"] is True and doc["dump"]["snapshot"] == "the copy's own snapshot"
+    assert doc["dump"]["streamed_bytes"] == doc["dump"]["bytes"]
     artifact = Path(doc["dump"]["path"])
     assert artifact.is_dir() and artifact.stat().st_mode & 0o777 == 0o700
     names = sorted(p.name for p in artifact.iterdir())
@@ -315,6 +318,25 @@ def test_allow_drop_target_migrates_over_an_existing_database(
     assert outcome.code == 0, outcome.output[-2000:]
     assert outcome.evidence["verified"] is True
     assert "dropped and recreated" in outcome.evidence["preflight"]["target_database"]
+
+
+def test_a_failed_key_stage_still_writes_the_archive_of_the_verified_copy(
+    migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+) -> None:
+    """No KOTS config: stage 5 fails, but stage 6 does not depend on it (fixtures/stages.py)."""
+    outcome = run_runbook(
+        tmp_path,
+        *direct_args(pg15, pg18, tmp_path, database=DB, key=False),
+        "--allow-drop-target",
+    )
+    assert outcome.code == 1, outcome.output[-2000:]
+    doc = outcome.evidence
+    stages = {s["name"]: s["outcome"] for s in doc["stages"]}
+    assert stages["encryption key"] == "failed" and stages["artifact"] == "passed", stages
+    assert doc["verified"] is True and doc["dump"]["written"] is True
+    sums = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=doc["dump"]["path"], check=False)
+    assert sums.returncode == 0
+    _reset_target(pg18)
 
 
 def test_same_server_is_refused(migrated: Outcome, pg15: pgserver.Server, tmp_path: Path) -> None:

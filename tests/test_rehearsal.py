@@ -23,7 +23,7 @@ def _assert_verified(outcome, *, source: str, target: str) -> None:  # type: ign
         "reason": "every check that applies passed",
     }
     assert "outcome: PASSED (exit status 0)" in outcome.output
-    assert [s["outcome"] for s in doc["stages"]] == ["passed"] * 5
+    assert [s["outcome"] for s in doc["stages"]] == ["passed"] * 6  # stage 6: the archive
     # What does not apply is listed apart, with its reason, so a clean run shows no "skipped".
     assert outcome.junit_skips() == []
     assert all(c["outcome"] == "passed" for c in doc["checks"])
