@@ -443,6 +443,8 @@ def summarize(
             "artifact_bytes": book["bytes"],
             "peak_rss_mb": book["peak_rss_mb"],
             "verification": book.get("verification"),  # the evidence's: what overlapped
+            # --method stream: stage 6, the archive written after the outage
+            "artifact_after_outage_s": book.get("artifact"),
         },
         "floor_s": round(bare, 1),
         "seed_over_runbook": round(seed_total / book_total, 2) if seed_total else None,
@@ -473,7 +475,8 @@ def _figures(result: dict[str, object]) -> str:
         f"floor ({result['floor_s']} s); verification overlap {result.get('verification_overlap')}"
         f", final check {result.get('verification_final_check_s')} s",
         f"bench: peak RSS {runbook_figures['peak_rss_mb']} MB; seed / runbook "  # type: ignore[index]
-        f"{result['seed_over_runbook']}",
+        f"{result['seed_over_runbook']}; the archive written after the outage in "
+        f"{runbook_figures['artifact_after_outage_s']} s",  # type: ignore[index]
     ]
     if "pgcopydb" in result:
         lines.append(
