@@ -1,5 +1,7 @@
-"""The copy's snapshot, held open past the copy: the artifact is dumped from it after
-verification, off the outage (direct mode, --method stream).
+"""A snapshot of the source exported for the copy's pg_dumps and held open by a read-only
+session: in direct mode past the copy, so that the artifact is dumped from it after
+verification, off the outage (--method stream); in Kubernetes mode for the copy, which the early
+digests of --verify-during-copy read too (checks.overlap).
 
 Writing the archive to the workdir while pg_restore read it doubled what the host wrote during
 the outage (1.6 GB of archive beside the target's 1 GB at 1 GB) and added its SHA-256 to the

@@ -24,7 +24,18 @@ from typing import BinaryIO
 
 import psycopg
 
-from checks import children, errors, kube, overlap, podcopy, private, restore, scratch, stream
+from checks import (
+    children,
+    errors,
+    held,
+    kube,
+    overlap,
+    podcopy,
+    private,
+    restore,
+    scratch,
+    stream,
+)
 from checks import dump as dumping
 from checks.dumpfile import CHUNK, DumpFile
 from checks.endpoint import Endpoint
@@ -388,18 +399,16 @@ class KubernetesSource:
         if early is None:
             return self._stream(directory, target, log=log, progress=progress, snapshot="")
         try:
-            with self.endpoint().connect(autocommit=False) as held:
-                # Held open for the whole copy: pg_dump imports the snapshot as it starts, and
-                # the pod gives no sign of that here before its output arrives.
-                held.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-                held.read_only = True
-                row = held.execute("SELECT pg_export_snapshot()").fetchone()
-                assert row is not None
-                snapshot = str(row[0])
-                early.start_source(self.connect, snapshot)
+            # Held open for the whole copy: pg_dump imports the snapshot as it starts, and the
+            # pod gives no sign of that here before its output arrives.
+            snapshot = held.export(self.endpoint())
+            try:
+                early.start_source(self.connect, snapshot.name)
                 parts = self._stream(
-                    directory, target, log=log, progress=progress, snapshot=snapshot
+                    directory, target, log=log, progress=progress, snapshot=snapshot.name
                 )
+            finally:
+                snapshot.close()
             early.all_loaded()
         except BaseException:
             early.close()  # before the copy's cleanup drops what it created
