@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from checks import data, pgtools, rowdiff
+from checks import data, pgtools, rowdiff, rowdigest
 from fixtures import pgserver, sample_db
 
 DB = sample_db.DATABASE
@@ -33,8 +33,10 @@ def _connect(server: pgserver.Server):  # type: ignore[no-untyped-def]
 
 def _verify(src: pgserver.Server, dst: pgserver.Server) -> tuple[float, float, data.Comparison]:
     """The whole-table pass and, where it finds differences, the narrowing: seconds of each."""
+    with _connect(src)() as s, _connect(dst)() as d:  # as the runbook's preflight decides
+        row_digest = rowdigest.decide(s, d).digest
     started = time.monotonic()
-    before = data.snapshot_both(_connect(src), _connect(dst))
+    before = data.snapshot_both(_connect(src), _connect(dst), row_digest=row_digest)
     comparison = data.compare(*before)
     whole = time.monotonic() - started
     started = time.monotonic()

@@ -1,4 +1,9 @@
-"""Compares the data of two databases: row counts, content digests, sequences, large objects."""
+"""Compares the data of two databases: row counts, content digests, sequences, large objects.
+
+A table's content digest is the sum of a 64-bit digest of each row printed as text (RowShape);
+which hash gives those 64 bits (PostgreSQL's own, or MD5) is decided once per run, on both
+servers together (checks.rowdigest), and travels with every digest taken with it.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from psycopg import sql
 
 from checks import textformat
 from checks.progress import Progress
+from checks.rowdigest import RowDigest
 
 T = TypeVar("T")
 CANCEL_S = 15  # for both sides' scans to stop once one has failed or a signal came
@@ -51,7 +57,8 @@ class TableData:
     name: str
     kind: str  # "table" or "materialized view"
     rows: int
-    digest: str  # order-independent sum of per-row MD5s, over columns in name order
+    digest: str  # order-independent sum of the rows' 64-bit digests, over columns in name order
+    row_digest: RowDigest  # the hash that gave them: digests compare only under the same one
 
 
 def estimated_rows(conn: psycopg.Connection) -> int:
@@ -74,7 +81,8 @@ class RowShape:
     """How a table's rows are digested: its columns in name order, each as the digest prints it."""
 
     columns: list[str]
-    values: list[sql.Composable]  # a bytea column enters as the MD5 of its bytes
+    values: list[sql.Composable]  # a bytea column enters as the hash of its bytes
+    row_digest: RowDigest
 
     @property
     def row(self) -> sql.Composable:
@@ -82,42 +90,53 @@ class RowShape:
 
     @property
     def digest(self) -> sql.Composable:
-        """One row's 64-bit digest: the first 64 bits of the MD5 of the row printed as text."""
-        return sql.SQL("('x' || left(md5({}::text), 16))::bit(64)::bigint").format(self.row)
+        """One row's 64-bit digest: the run's hash of the row printed as text."""
+        return self.row_digest.of_text(self.row)
+
+    @property
+    def column_digests(self) -> list[sql.Composable]:
+        """Each column's own digest, in the order of `columns` (to name the columns that differ)."""
+        return [self.row_digest.of_text(sql.SQL("ROW({})").format(v)) for v in self.values]
 
 
-def row_shape(conn: psycopg.Connection, schema: str, name: str) -> RowShape:
-    """The row digest of one table, shared by the whole-table pass and the row narrowing
-    (checks/rowdiff.py), so that both see the same rows as different."""
+def row_shape(
+    conn: psycopg.Connection, schema: str, name: str, *, row_digest: RowDigest
+) -> RowShape:
+    """The row digest of one table, shared by the whole-table pass, the early digests
+    (checks/overlap.py) and the row narrowing (checks/rowdiff.py), so that all see the same rows
+    as different."""
     qualified = sql.Identifier(schema, name)
     columns = conn.execute(_COLUMNS, (qualified.as_string(conn),)).fetchall()
     values: list[sql.Composable] = [
-        sql.SQL("md5({})").format(sql.Identifier(c)) if is_bytea else sql.Identifier(c)
+        row_digest.of_bytes(sql.Identifier(c)) if is_bytea else sql.Identifier(c)
         for c, is_bytea in columns
     ]
-    return RowShape([c for c, _ in columns], values)
+    return RowShape([c for c, _ in columns], values, row_digest)
 
 
-def table_data(conn: psycopg.Connection, schema: str, name: str, kind: str) -> TableData:
+def table_data(
+    conn: psycopg.Connection, schema: str, name: str, kind: str, *, row_digest: RowDigest
+) -> TableData:
     """Count and digest one table in one scan.
 
     Each row is printed as text over its columns in name order (so a digest does not depend on
-    column order), hashed with MD5, and the first 64 bits summed: the sum is independent of row
-    order, counts duplicate rows, and changes when any one value changes. A bytea column enters
-    the row as the MD5 of its bytes: printing it as text would double it into hex first, which
-    made file contents most of the verification's time.
+    column order), with checks.textformat's settings (so it does not depend on the session's),
+    hashed to 64 bits (`row_digest`), and the hashes summed: the sum is independent of row
+    order, counts duplicate rows, and changes when any one value's text changes. A bytea column
+    enters the row as the hash of its bytes: printing it as text would double it into hex first,
+    which made file contents most of the verification's time.
     """
-    shape = row_shape(conn, schema, name)
+    shape = row_shape(conn, schema, name, row_digest=row_digest)
     # sum() of bigint accumulates in 128-bit integers: faster than casting each to numeric.
     query = sql.SQL("SELECT count(*), coalesce(sum({digest}), 0)::text FROM ONLY {table}").format(
         digest=shape.digest, table=sql.Identifier(schema, name)
     )
     count, digest = conn.execute(query).fetchone()  # type: ignore[misc]
-    return TableData(schema, name, kind, int(count), digest)
+    return TableData(schema, name, kind, int(count), digest, row_digest)
 
 
 def all_table_data(
-    conn: psycopg.Connection, progress: Progress | None = None
+    conn: psycopg.Connection, progress: Progress | None = None, *, row_digest: RowDigest
 ) -> dict[tuple[str, str], TableData]:
     """Every table's count and digest; `progress` advances by each table's size on disk."""
     textformat.apply(conn, local=False)  # the connection is ours alone: no need to restore
@@ -126,7 +145,7 @@ def all_table_data(
         progress.bytes_expected = sum(size for *_, size in listed) or None
     found = {}
     for schema, name, kind, size in listed:
-        found[(schema, name)] = table_data(conn, schema, name, kind)
+        found[(schema, name)] = table_data(conn, schema, name, kind, row_digest=row_digest)
         if progress:
             progress.advance(size)
     return found
@@ -164,8 +183,10 @@ class Snapshot:
     large_objects: dict[int, str]
 
 
-def snapshot(conn: psycopg.Connection, progress: Progress | None = None) -> Snapshot:
-    tabs = all_table_data(conn, progress)
+def snapshot(
+    conn: psycopg.Connection, progress: Progress | None = None, *, row_digest: RowDigest
+) -> Snapshot:
+    tabs = all_table_data(conn, progress, row_digest=row_digest)
     return Snapshot(tabs, sequences(conn), large_objects(conn))
 
 
@@ -173,11 +194,14 @@ def snapshot_both(
     source: Callable[[], psycopg.Connection],
     target: Callable[[], psycopg.Connection],
     emit: Callable[[str], None] | None = None,
+    *,
+    row_digest: RowDigest,
 ) -> tuple[Snapshot, Snapshot]:
     """Both sides at once, each on its own server: verification takes the longer, not the sum."""
 
     def work(conn: psycopg.Connection, side: str) -> Snapshot:
-        return snapshot(conn, Progress(f"verify {side}", emit) if emit else None)
+        progress = Progress(f"verify {side}", emit) if emit else None
+        return snapshot(conn, progress, row_digest=row_digest)
 
     return on_both(source, target, work)
 
@@ -243,6 +267,8 @@ def compare(source: Snapshot, target: Snapshot) -> Comparison:
             )
             entry.update(rows_match=False, content_match=False, match=False, row_differences=None)
         else:
+            if src.row_digest != dst.row_digest:  # a caller's mistake, never the data's
+                raise ValueError(f"{label}: digests of different hashes cannot be compared")
             rows_ok = src.rows == dst.rows
             content_ok = src.digest == dst.digest
             if not rows_ok:

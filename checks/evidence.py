@@ -12,6 +12,7 @@ from checks.data import Comparison
 from checks.dumpfile import DumpFile
 from checks.outcome import Outcome
 from checks.overlap import Early
+from checks.rowdigest import Choice
 
 UTC = timezone.utc  # datetime.UTC from Python 3.11
 STAGES = ("preflight", "dump", "restore", "verify", "encryption key", "artifact")
@@ -70,6 +71,7 @@ class Run:
     # --method stream: the digests taken while the copy ran (checks.overlap), for stage 4.
     early: Early | None = field(default=None, repr=False)
     verification: dict[str, object] | None = None  # what stage 4's data check did, overlap too
+    row_digest: Choice | None = None  # the rows' hash on both servers, and why (preflight)
 
     def stages(self) -> list[dict[str, object]]:
         out = []
@@ -189,6 +191,7 @@ class Run:
             "large_objects": comparison.large_objects if comparison else None,
             "data_differences": comparison.differences if comparison else None,
             "verification": self.verification,
+            "row_digest": self.row_digest.evidence() if self.row_digest else None,
             "schema_objects": self.schema_objects,
             "schema_differences": self.schema_differences,
             "outage": self.outage,

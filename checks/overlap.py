@@ -21,8 +21,9 @@ checks.data snapshots that data.compare and checks.rowdiff take. What it re-conf
   transaction id and any row deleted changes the count; the check is a scan of the table's
   heap with no hashing and no detoasting, several times cheaper than the digest. A table that
   fails it is digested again, and the evidence names it.
-Digests are checks.data's, with checks.textformat's settings on every connection: the same
-digest as a verification after the copy, whatever the session settings.
+Digests are checks.data's, with checks.textformat's settings on every connection and the run's
+row digest (checks.rowdigest, decided in preflight, before the copy starts): the same digest as
+a verification after the copy, whatever the session settings.
 
 It needs only connections: a source that exports a snapshot for its pg_dump (direct mode; a
 Kubernetes-mode stream can pass its pod's pg_dump `--snapshot` from `start_source`'s export)
@@ -43,6 +44,7 @@ from psycopg import sql
 
 from checks import data, textformat
 from checks.parts import Part, Table
+from checks.rowdigest import RowDigest
 
 Connect = Callable[[], psycopg.Connection]
 CANCEL_S = 15
@@ -68,13 +70,16 @@ class _Side:
     thread: threading.Thread | None = None
 
 
-def _digest(conn: psycopg.Connection, schema: str, name: str, kind: str) -> _Digest:
-    shape = data.row_shape(conn, schema, name)
+def _digest(
+    conn: psycopg.Connection, schema: str, name: str, kind: str, row_digest: RowDigest
+) -> _Digest:
+    shape = data.row_shape(conn, schema, name, row_digest=row_digest)
     query = sql.SQL(
         "SELECT count(*), coalesce(sum({digest}), 0)::text, " + _XMIN + " FROM ONLY {table}"
     ).format(digest=shape.digest, table=sql.Identifier(schema, name))
     count, digest, low, high = conn.execute(query).fetchone()  # type: ignore[misc]
-    return _Digest(data.TableData(schema, name, kind, int(count), digest), (low, high))
+    table = data.TableData(schema, name, kind, int(count), digest, row_digest)
+    return _Digest(table, (low, high))
 
 
 def _still(conn: psycopg.Connection, digest: _Digest) -> bool:
@@ -95,9 +100,16 @@ def _snapshot_now(conn: psycopg.Connection) -> str:
 class Early:
     """The early digests of one copy; see the module's docstring."""
 
-    def __init__(self, connect_target: Connect, emit: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        connect_target: Connect,
+        emit: Callable[[str], None] | None = None,
+        *,
+        row_digest: RowDigest,
+    ) -> None:
         self._connect_target = connect_target
         self._emit = emit
+        self.row_digest = row_digest  # the run's (checks.rowdigest), for every digest here
         self.source = _Side("source")
         self.target = _Side("target")
         self._queue: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
@@ -190,7 +202,7 @@ class Early:
         self, side: _Side, conn: psycopg.Connection, schema: str, name: str, kind: str
     ) -> None:
         started = time.time()
-        side.digests[(schema, name)] = _digest(conn, schema, name, kind)
+        side.digests[(schema, name)] = _digest(conn, schema, name, kind, self.row_digest)
         side.spans.append((started, time.time()))
 
     def wait(self) -> None:
@@ -265,7 +277,7 @@ class Early:
             else f"it changed since the copy's snapshot ({self._snapshot} then, {now} now)"
         )
         self._say(f"verify source: {why}: digesting it again")
-        return data.all_table_data(conn), {
+        return data.all_table_data(conn, row_digest=self.row_digest), {
             "tables_digested_during_copy": len(early),
             "snapshot_still_current": False,
             "digested_again": why,
@@ -283,7 +295,7 @@ class Early:
             if digest is not None:
                 changed.append(f"{schema}.{name}")
                 self._say(f"verify target: {schema}.{name} changed since its digest")
-            tables[(schema, name)] = _digest(conn, schema, name, kind).table
+            tables[(schema, name)] = _digest(conn, schema, name, kind, self.row_digest).table
         found: dict[str, object] = {
             "tables_digested_during_copy": len(early),
             "tables_reconfirmed": len(early) - len(changed),

@@ -5,10 +5,10 @@ database costs nothing more. With a key (checks/rowkeys.py) the key range is cut
 at key values read in order from one side; each bucket's count and digest sum are computed on
 both servers at once, and only buckets that differ are cut again, until a bucket holds a few
 hundred rows, which are compared row by row. A bucket empty on one side is counted without
-reading its rows. Row digests are checks/data.py's own, so the narrowing sees exactly the
-differences the whole-table pass saw. Without a key, the rows' digests are compared as
-multisets (grouped by their top bits first), which counts rows missing and extra but cannot
-name them.
+reading its rows. Row digests are checks/data.py's own, with the hash the whole-table pass used
+(checks.rowdigest), so the narrowing sees exactly the differences that pass saw. Without a key,
+the rows' digests are compared as multisets (grouped by their top bits first), which counts
+rows missing and extra but cannot name them.
 
 No value of a row is read into this process except key values (ids) and digests.
 """
@@ -307,7 +307,7 @@ class _Table:
 
         def columns(conn: psycopg.Connection, side: int) -> dict[KeyValue, list[str]]:
             shape = self.shapes[side]
-            each = sql.SQL(", ").join(sql.SQL("md5(ROW({})::text)").format(v) for v in shape.values)
+            each = sql.SQL(", ").join(shape.column_digests)
             query = sql.SQL("SELECT {}, {} FROM ONLY {} WHERE {}").format(
                 key.as_text, each, self.table, where
             )
@@ -368,7 +368,12 @@ def narrow_table(
     """The rows that differ in one table; both connections must have checks/textformat applied."""
     started = time.monotonic()
     schema, name = before[0].schema, before[0].name
-    shapes = (data.row_shape(source, schema, name), data.row_shape(target, schema, name))
+    # The whole-table pass's own row digest: the narrowing sees the differences it saw.
+    row_digest = before[0].row_digest
+    shapes = (
+        data.row_shape(source, schema, name, row_digest=row_digest),
+        data.row_shape(target, schema, name, row_digest=row_digest),
+    )
     key = rowkeys.find(source, schema, name)
     both = _Both(source, target)
     table = _Table(both, schema, name, shapes, key)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from checks import approval, errors, host_needs, kube, marker, preflight, scratch, server
+from checks import approval, errors, host_needs, kube, marker, preflight, rowdigest, scratch, server
 from checks.direct import DirectSource
 from checks.endpoint import Endpoint
 from checks.evidence import Run
@@ -55,6 +55,17 @@ def test_target_is_not_older_than_source(
     source_info: server.ServerInfo, target_info: server.ServerInfo
 ) -> None:
     preflight.target_not_older(source_info, target_info)
+
+
+def test_row_digest_is_chosen(
+    row_digest: rowdigest.RowDigest, run: Run, say: Callable[[str], None]
+) -> None:
+    """Both servers hash a probe row through the fast row digest's expressions: when they agree,
+    verification uses it on both, else MD5 on both (correct, slower). Decided here, before the
+    copy, as --verify-during-copy digests while it runs; the evidence says which and why."""
+    assert run.row_digest is not None
+    if row_digest is not rowdigest.FAST:
+        say(f"row digest: {run.row_digest.why}")
 
 
 @CHANGES

@@ -37,6 +37,7 @@ from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.kubernetes import KubernetesSource
 from checks.progress import Progress
+from checks.rowdigest import RowDigest
 from checks.source import Source
 from fixtures.faults import TargetCopy
 from fixtures.options import Settings
@@ -104,6 +105,7 @@ def test_dump_is_streamed_into_target(
     target_copy: TargetCopy,
     settings: Settings,
     run: Run,
+    row_digest: RowDigest,
     say: Callable[[str], None],
 ) -> None:
     """--method stream: pg_dump's archive into the target's pg_restore; the artifact is kept in
@@ -121,7 +123,11 @@ def test_dump_is_streamed_into_target(
     # copy already keeps every core busy (both servers on the runbook's host, as in the bench)
     # the scans slow the copy more than they save.
     run.early = (
-        overlap.Early(functools.partial(restoring.connect, dbname=settings.database), say)
+        overlap.Early(
+            functools.partial(restoring.connect, dbname=settings.database),
+            say,
+            row_digest=row_digest,
+        )
         if settings.verify_during_copy
         else None
     )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from checks import data, errors, marker, rowdiff, schema
+from checks import data, errors, marker, rowdiff, rowdigest, schema
 from checks.endpoint import Endpoint
 from checks.evidence import Run
 from checks.restore import MAINTENANCE_DB
@@ -27,6 +27,7 @@ def test_data_matches(
     target: Endpoint,
     settings: Settings,
     run: Run,
+    row_digest: rowdigest.RowDigest,
     say: Callable[[str], None],
 ) -> None:
     connect_target = functools.partial(target.connect, dbname=settings.database)
@@ -34,7 +35,7 @@ def test_data_matches(
         # Most of both sides was digested while the copy ran: re-confirm, finish (checks.overlap).
         src, dst, run.verification = run.early.finish(source.connect, connect_target)
     else:
-        src, dst = data.snapshot_both(source.connect, connect_target, say)
+        src, dst = data.snapshot_both(source.connect, connect_target, say, row_digest=row_digest)
     run.comparison = data.compare(src, dst)
     if not run.comparison.equal:
         # Only now, and only for the tables that differ: which rows (by key) and columns.

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from checks import data, errors, pgtools, schema
+from checks import data, errors, pgtools, rowdigest, schema
 from fixtures import pgserver
 from tests.runbook_cli import REPO, direct_args, hidden, postgresql_program_dirs, run_runbook
 
@@ -31,7 +31,7 @@ def _state(server: pgserver.Server) -> dict[str, object]:
     state: dict[str, object] = {"databases": names}
     if DB in names:
         with _admin(server, DB) as conn:
-            state[DB] = (schema.snapshot(conn), data.snapshot(conn))
+            state[DB] = (schema.snapshot(conn), data.snapshot(conn, row_digest=rowdigest.FAST))
     return state
 
 

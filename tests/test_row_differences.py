@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from checks import data, rowdiff, textformat
+from checks import data, rowdiff, rowdigest, textformat
 from fixtures import pgserver
 from tests.runbook_cli import Outcome, direct_args, run_runbook
 
@@ -133,8 +133,10 @@ def _connect(server: pgserver.Server):  # type: ignore[no-untyped-def]
     return lambda: psycopg.connect(**server.connect_kwargs(DB))
 
 
-def _narrowed(pg15: pgserver.Server, pg18: pgserver.Server) -> dict[str, dict]:  # type: ignore[type-arg]
-    src, dst = data.snapshot_both(_connect(pg15), _connect(pg18))
+def _narrowed(
+    pg15: pgserver.Server, pg18: pgserver.Server, row_digest: rowdigest.RowDigest = rowdigest.FAST
+) -> dict[str, dict]:  # type: ignore[type-arg]
+    src, dst = data.snapshot_both(_connect(pg15), _connect(pg18), row_digest=row_digest)
     comparison = rowdiff.explain(data.compare(src, dst), src, dst, _connect(pg15), _connect(pg18))
     tables = {t["name"]: t for t in comparison.tables}
     for t in tables.values():
@@ -222,7 +224,7 @@ def test_matching_tables_are_not_narrowed(narrowed: dict) -> None:  # type: igno
 
 
 def test_a_matching_database_is_not_narrowed(pg15: pgserver.Server) -> None:
-    src, _ = data.snapshot_both(_connect(pg15), _connect(pg15))
+    src, _ = data.snapshot_both(_connect(pg15), _connect(pg15), row_digest=rowdigest.FAST)
     comparison = data.compare(src, src)
 
     def refuse():  # type: ignore[no-untyped-def]
@@ -236,7 +238,7 @@ def test_a_server_lost_before_naming_rows_keeps_the_differences(
     pg15: pgserver.Server,
     pg18: pgserver.Server,
 ) -> None:
-    src, dst = data.snapshot_both(_connect(pg15), _connect(pg18))
+    src, dst = data.snapshot_both(_connect(pg15), _connect(pg18), row_digest=rowdigest.FAST)
     gone = pgserver.Server("127.0.0.1", pgserver.free_port(), "postgres", "x" * 12, 18)
     comparison = rowdiff.explain(data.compare(src, dst), src, dst, _connect(pg15), _connect(gone))
     files = next(t for t in comparison.tables if t["name"] == "files")
@@ -246,23 +248,45 @@ def test_a_server_lost_before_naming_rows_keeps_the_differences(
     assert line.startswith("public.files: same row count, different content; rows not named: ")
 
 
+@pytest.mark.parametrize("row_digest", [rowdigest.FAST, rowdigest.MD5], ids=lambda d: d.name)
 def test_the_row_digests_add_up_to_the_whole_table_digest(
-    scene: dict,
+    scene: dict,  # type: ignore[type-arg]
     pg15: pgserver.Server,
-    pg18: pgserver.Server,  # type: ignore[type-arg]
+    pg18: pgserver.Server,
+    row_digest: rowdigest.RowDigest,
 ) -> None:
     """The narrowing digests rows as the whole-table pass does, under the same settings: the
     row digests it reads sum to the digest that pass found, on each side."""
     for server in (pg15, pg18):
         with psycopg.connect(**server.connect_kwargs(DB)) as conn:
-            whole = data.all_table_data(conn)
+            whole = data.all_table_data(conn, row_digest=row_digest)
             textformat.apply(conn, local=False)
             for (schema, name), table in whole.items():
-                shape = data.row_shape(conn, schema, name)
+                shape = data.row_shape(conn, schema, name, row_digest=row_digest)
                 query = sql.SQL("SELECT {} FROM ONLY {}").format(
                     shape.digest, sql.Identifier(schema, name)
                 )
                 assert sum(r[0] for r in conn.execute(query)) == int(table.digest), name
+
+
+def test_the_md5_digest_names_the_same_rows(
+    narrowed: dict,  # type: ignore[type-arg]
+    pg15: pgserver.Server,
+    pg18: pgserver.Server,
+) -> None:
+    """With the MD5 row digest (servers that disagree on the fast one's probe) the narrowing
+    finds the same rows, counts and columns as with the fast digest."""
+    md5 = _narrowed(pg15, pg18, rowdigest.MD5)
+    assert md5.keys() == narrowed.keys()
+    for name, table in narrowed.items():
+        assert [md5[name][k] for k in ("match", "row_differences", "line")] == [
+            table[k] for k in ("match", "row_differences", "line")
+        ], name
+        if "row_narrowing" in table:
+            counts = ("only_on_source", "only_on_target", "different", "complete", "note")
+            assert [md5[name]["row_narrowing"][c] for c in counts] == [
+                table["row_narrowing"][c] for c in counts
+            ], name
 
 
 def test_many_small_cuts_find_the_same_rows(
@@ -295,7 +319,10 @@ def test_a_table_changed_since_the_whole_table_pass_is_said(
     with _connect(pg15)() as src, _connect(pg18)() as dst:
         for conn in (src, dst):
             textformat.apply(conn, local=False)
-        before = [data.table_data(c, "public", "accounts", "table") for c in (src, dst)]
+        before = [
+            data.table_data(c, "public", "accounts", "table", row_digest=rowdigest.FAST)
+            for c in (src, dst)
+        ]
         moved = data.TableData(**{**before[0].__dict__, "digest": str(int(before[0].digest) + 1)})
         found = rowdiff.narrow_table(src, dst, (moved, before[1]))
     assert (
