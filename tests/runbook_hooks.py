@@ -11,6 +11,10 @@ checks.overlap):
 Before stage 6 (artifact):
 - SBM_TEST_BEFORE_ARTIFACT_SOURCE: SQL statements, separated by lines holding only ";", run on
   the source database: the held snapshot's session ended, a write (tests/test_faults.py).
+
+From the start: SBM_TEST_TARGET_PROBE, a number that replaces the target's probe hash when the
+run decides its row digest (checks.rowdigest), as a big-endian target's would differ
+(tests/test_row_digest.py): no big-endian server runs here.
 """
 
 from __future__ import annotations
@@ -21,8 +25,23 @@ from pathlib import Path
 
 import pytest
 
+from checks import rowdigest
 from fixtures import options
 from fixtures.run import run_of
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    replaced = os.environ.get("SBM_TEST_TARGET_PROBE")
+    if not replaced:
+        return
+    choose = rowdigest.choose
+
+    def disagreeing(
+        source: int | None, target: int | None, majors: tuple[int, int]
+    ) -> rowdigest.Choice:
+        return choose(source, int(replaced), majors)
+
+    rowdigest.choose = disagreeing  # type: ignore[assignment]
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

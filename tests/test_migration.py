@@ -143,6 +143,8 @@ def test_migration_is_verified(migrated: Outcome) -> None:
     assert stages["restore"]["outcome"] == "passed"  # its checks and ANALYZE ran
     assert doc["encryption_key"]["item"] == "stackblitz_enc_key"
     assert doc["preflight"]["target_database"] == "absent"
+    # 15 to 18 with PostgreSQL's own hash: both majors gave the same hash of the probe row.
+    assert doc["row_digest"]["digest"] == "hashtextextended", doc["row_digest"]
 
 
 def test_artifact_restores_by_hand_to_the_same_data(
@@ -234,20 +236,47 @@ TAMPERS = {
 }
 
 
-@pytest.mark.parametrize("tamper", list(TAMPERS))
+# The changes only a table's content digest can see, tried with the MD5 row digest too.
+CONTENT_TAMPERS = (
+    "row deleted",
+    "one bytea byte flipped",
+    "value in a table without primary key",
+    "row in a partition",
+    "timestamp moved by a microsecond",
+)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "row_digest"),
+    [(t, "hashtextextended") for t in TAMPERS] + [(t, "md5") for t in CONTENT_TAMPERS],
+)
 def test_verify_only_detects(
-    tamper: str, migrated: Outcome, pg15: pgserver.Server, pg18: pgserver.Server, tmp_path: Path
+    tamper: str,
+    row_digest: str,
+    migrated: Outcome,
+    pg15: pgserver.Server,
+    pg18: pgserver.Server,
+    tmp_path: Path,
 ) -> None:
+    """With the fast row digest (these servers agree on its probe) and, where the content
+    digest is what finds it, with MD5: a target probe that disagrees is fed to the run
+    (tests/runbook_hooks.py), as a big-endian server's would."""
     statement, expected = TAMPERS[tamper]
     _reset_target(pg18)
     with _admin(pg18, DB) as conn:
         conn.execute(statement)
+    md5 = row_digest == "md5"
     outcome = run_runbook(
-        tmp_path, *direct_args(pg15, pg18, tmp_path, database=DB), "--verify-only"
+        tmp_path,
+        *direct_args(pg15, pg18, tmp_path, database=DB),
+        "--verify-only",
+        *(("-p", "tests.runbook_hooks") if md5 else ()),
+        env={"SBM_TEST_TARGET_PROBE": "1"} if md5 else None,
     )
     assert outcome.code == 1, outcome.output[-2000:]
     doc = outcome.evidence
     assert doc["verified"] is False
+    assert doc["row_digest"]["digest"] == row_digest
     found = (doc["data_differences"] or []) + (doc["schema_differences"] or [])
     assert any(expected in d for d in found), found
     assert [s["name"] for s in doc["stages"] if s["outcome"] == "failed"] == ["verify"]
