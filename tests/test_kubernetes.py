@@ -156,6 +156,7 @@ def test_kubernetes_migration_is_verified(
     found = doc["verification"]["source"]
     assert found["snapshot_still_current"] is True, doc["verification"]
     assert found["tables_digested_during_copy"] == len(doc["tables"])
+    assert doc["row_digest"]["digest"] == "hashtextextended"  # the pod's 15 agrees with 18
     assert doc["source"]["kind"] == "kubernetes" and doc["dump"]["method"] == "stream"
     assert (doc["source"]["namespace"], doc["source"]["pod"]) == ("stackblitz", "postgres-0")
     assert doc["tools"]["pg_dump"].startswith("15.")  # the pod's own pg_dump
