@@ -11,8 +11,8 @@ reached from a cluster. Measured:
    'COPY t FROM STDIN'` two tables at a time, then the indexes and constraints.
 With --repeat N the runbook and the floor run N times each, alternating, and the medians are
 reported (the seed procedure, three times slower, once). The runbook's outage is its evidence's:
-from the dump's start to passed verification (the bench stops no app); fetching the archive kept
-in the pod comes after it and is reported apart.
+from the dump's start to passed verification (the bench stops no app); the archive, dumped again
+from the copy's snapshot through kubectl exec (stage 6), comes after it and is reported apart.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def in_pod_floor(
         f"{book['dump']:.1f} + restore {book['restore']:.1f} + verify {book['verify']:.1f}), "
         f"in-pod floor {figures['in_pod_floor_s']} s: outage / floor "
         f"{figures['outage_over_in_pod_floor']}, seed / outage {figures['seed_over_outage']}; "
-        f"the archive fetched after the outage in {figures['artifact_fetch_after_outage_s']} s",
+        f"the archive dumped after the outage in {figures['artifact_fetch_after_outage_s']} s",
         flush=True,
     )
     return figures

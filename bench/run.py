@@ -178,7 +178,7 @@ def runbook(
         "verify": stages["verify"],
         "outage_s": outage,
         "verification": evidence.get("verification"),
-        "artifact": stages.get("artifact", 0.0),  # Kubernetes mode: the fetch, after the outage
+        "artifact": stages.get("artifact", 0.0),  # stage 6: the archive, after the outage
         "bytes": evidence["dump"]["bytes"],
         "peak_rss_mb": round(rss / 1024, 1),
     }

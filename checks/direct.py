@@ -111,7 +111,6 @@ class DirectSource:
 
     def stream(
         self,
-        directory: Path,
         target: Endpoint,
         *,
         target_major: int,
@@ -121,8 +120,7 @@ class DirectSource:
     ) -> list[stream.Part]:
         """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot,
         which stays held for the artifact (`fetch_kept`, after verification: checks.held);
-        nothing is written to `directory` here. `early` digests both sides while they run
-        (checks.overlap)."""
+        no file is written here. `early` digests both sides while they run (checks.overlap)."""
         tools = self._tools_for(target_major)
         self.remove_kept()
         done: list[stream.Part] = []
@@ -268,13 +266,12 @@ class DirectSource:
         errlog.unlink()
         return stream.Part(part.name, size, sha, streamed[part.name].restore)
 
-    def remove_kept(self) -> str | None:
-        """Release the held snapshot (idempotent). Nothing of it is on disk, so nothing to say:
-        stage 6's own failure says when the archive is missing."""
+    def remove_kept(self) -> None:
+        """Release the held snapshot (idempotent). Nothing of it is on disk: stage 6's own
+        failure says when the archive is missing."""
         if self._held:
             self._held.close()
         self._held, self.kept = None, None
-        return None
 
     def restore(
         self, dump: DumpFile, target: Endpoint, *, log: Path, progress: Progress | None = None

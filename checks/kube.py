@@ -16,7 +16,6 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from kubernetes.utils.quantity import parse_quantity
 
 from checks import children, container_env, discovery, errors
 
@@ -67,8 +66,6 @@ class PostgresPod:
     user: str  # the container's own POSTGRES_USER (or POSTGRES_USER_FILE's contents)
     # How discovery chose, for the evidence: the namespace, the pods passed over, the container.
     found: dict[str, object] = field(default_factory=dict, compare=False)
-    # The container's ephemeral-storage limit in bytes: writing past it gets the pod evicted.
-    ephemeral_storage_limit: int | None = field(default=None, compare=False)
 
 
 def _api_error(e: ApiException, what: str) -> errors.MigrationError:
@@ -110,11 +107,7 @@ def find_postgres_pod(
         user=user,
         user_from=_user_origin(envs[choice.name], user),
     )
-    spec = next(c for c in pod.spec.containers if c.name == choice.name)
-    limit = ((spec.resources.limits if spec.resources else None) or {}).get("ephemeral-storage")
-    return PostgresPod(
-        ns, name, choice.name, user, found, int(parse_quantity(limit)) if limit else None
-    )
+    return PostgresPod(ns, name, choice.name, user, found)
 
 
 def _find_pod(
@@ -391,6 +384,9 @@ class PortForward:
         self.port = int(match[1])
         # kubectl logs a line per connection: keep its pipe drained so that it never blocks.
         threading.Thread(target=self._proc.stdout.read, daemon=True).start()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -4,8 +4,9 @@ Everything runs the pod's own programs through `kubectl exec -i` (never a TTY), 
 runs where the managed server is reachable, as the seed's does; the password travels on stdin,
 never in an argv. What comes out of the pod is measured inside it as well, and the local copy
 must match, because a broken exec stream can end early with exit code 0.
-- --method stream: pg_dump into pg_restore inside the pod, the archive teed out to this host
-  (the data crosses kubectl once, which is what it costs) and counted.
+- --method stream: pg_dump into pg_restore inside the pod, from a snapshot exported and held on
+  this host (checks.held); after verification, off the outage, the artifact is dumped again
+  from that snapshot out to this host, and counted in the pod.
 - --method seed: the plain dump streams out, and back in as the gzip file, hashed in the pod
   before psql may read it.
 """
@@ -30,7 +31,6 @@ from checks import (
     held,
     kube,
     overlap,
-    podcopy,
     private,
     restore,
     scratch,
@@ -64,8 +64,9 @@ exec 5<&0
   if [ "$word" != end ] && ! [ -e "${sbm_done:-/nonexistent}" ]; then
     ours=$(sbm_kids $$)  # the whole tree first: the script may end while they are stopped
     printf '%s\n' "$ours" | while read -r pid comm; do
-      case "$comm" in
-        "(pg_dump)"|"(pg_restore)"|"(psql)"|"(tee)"|"(wc)"|"(sha256sum)") kill "$pid" || :;;
+      case "$comm" in  # CONT too: a stopped program ends only once it runs again
+        "(pg_dump)"|"(pg_restore)"|"(psql)"|"(tee)"|"(wc)"|"(sha256sum)")
+          kill "$pid" || :; kill -CONT "$pid" || :;;
       esac
     done
   fi
@@ -113,69 +114,65 @@ gunzip -c "$dir/dump.sql.gz" | """
     + _PSQL
 )
 _RESTORE = stream.restore_flags(creates=True)
-# --method stream: $2 is the database, $3 the user (as in DUMP_SCRIPT), $4 the directory in the
-# pod that keeps the archive (checks.podcopy), or empty when it streams out, $5 a snapshot that
-# pg_dump reads (exported on this host for the early digests, checks.overlap) or empty.
-# pg_dump's archive goes straight into pg_restore in the pod (through a fifo) and through tee,
-# once, to the artifact:
-# - streamed out: to this host on stdout (fd 3) and to `wc -c` through another fifo: the bytes
-#   cross kubectl once, not out and back in. The count proves the copy here whole, since the
-#   exec stream's known failure is ending early (TLS guards the bytes themselves).
-# - kept in the pod: into $4/archive, and through sha256sum, so that the copy fetched after
-#   verification is proven to be the bytes pg_restore read; stdout carries only the file's
-#   size once a second (the progress, and what the stall watch sees).
-# pg_restore's success proves the archive whole in the pod. Statuses, the count and the hash go
-# to stderr, marked, with pg_restore's own messages. Only tee (or the size reporter) holds the
-# exec's stdout (fd 3; every other program writes to stderr), so this host sees it end when
-# pg_dump's output does, not once the restore has built its indexes: the stall watch
-# (checks.stall) covers the copy alone. A kept archive stays only when both programs succeeded.
+# --method stream: $2 is the database, $3 the user (as in DUMP_SCRIPT), $4 the snapshot exported
+# on this host and held there (checks.held). pg_dump's archive goes straight into pg_restore
+# through a fifo (the seed's programs and network path to the target), and nowhere else: the
+# archive is dumped again from the same snapshot after verification (ARTIFACT_SCRIPT), so the
+# copy carries no file, no hash and no second stream. pg_restore's success proves the archive
+# whole in the pod.
+# For the progress line and the stall watch (checks.stall), a reporter prints
+# `sbm-progress:<bytes>` on stdout once a second: what pg_dump has written (`wchar` in
+# /proc/<pid>/io: the kernel counts it, no byte is copied to count it). Where that file cannot
+# be read, it says so on stderr and prints `sbm-cpu:<ticks>`, pg_dump's CPU time from
+# /proc/<pid>/stat, which moves only while the copy does: the stall watch still sees a stall.
+# Statuses go to stderr, marked, with pg_restore's own messages. Only the reporter holds the
+# exec's stdout (fd 3), so this host sees it end once pg_dump has ended, not once the restore
+# has built its indexes: the stall watch covers the copy alone.
 STREAM_SCRIPT = (
     _LOGIN
     + 'sbm_done="$dir/out"\n'
     + GUARD
     + f"""set +e  # every status is reported, not just the first failure
-keep=${{4:-}}
 exec 3>&1 >&2
-mkfifo "$dir/count" "$dir/archive"
-if [ -n "$keep" ]; then
-  umask 077  # the archive holds every user's data
-  mkdir -- "$keep" 3>&- || exit 87
-  trap '[ -e "$dir/kept" ] || rm -rf -- "$keep"; rm -rf -- "$dir"' EXIT
-  sha256sum < "$dir/count" 3>&- | sed 's/^\\([0-9a-f]*\\).*/sbm-sha256:\\1/' 3>&- &
-else
-  wc -c < "$dir/count" 3>&- | sed 's/^ */sbm-bytes:/' 3>&- &
-fi
-counted=$!
+mkfifo "$dir/archive"
 {{ pg_restore {" ".join(_RESTORE)} -d "$1" < "$dir/archive"
-  status=$?; echo "sbm-pg-restore-exit:$status"; echo "$status" > "$dir/restored"; }} 3>&- &
+  echo "sbm-pg-restore-exit:$?"; }} 3>&- &
 restoring=$!
-if [ -n "$keep" ]; then
-  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} ${{5:+"--snapshot=$5"}} -U "$3" -d "$2"
-    status=$?; echo "sbm-pg-dump-exit:$status" >&2; echo "$status" > "$dir/dumped"; }} 3>&- |
-    tee "$dir/archive" "$dir/count" > "$keep/archive" 3>&- &
-  copying=$!
+pg_dump {" ".join(stream.PG_DUMP_FLAGS)} --snapshot="$4" -U "$3" -d "$2" > "$dir/archive" 3>&- &
+dumping=$!
+{{ said=
   while [ ! -e "$sbm_done" ]; do
-    printf 'sbm-progress:%s\\n' "$(stat -c %s "$keep/archive" 2>/dev/null || echo 0)"
+    if n=$(sed -n 's/^wchar: //p' "/proc/$dumping/io" 2>/dev/null) && [ -n "$n" ]; then
+      printf 'sbm-progress:%s\\n' "$n"
+    elif read -r _ _ _ _ _ _ _ _ _ _ _ _ _ u s _ 2>/dev/null < "/proc/$dumping/stat"; then
+      if [ -z "$said" ]; then
+        echo "sbm: /proc/$dumping/io cannot be read in the pod: progress is pg_dump's CPU time" >&2
+        said=yes
+      fi
+      printf 'sbm-cpu:%s\\n' "$((u + s))"
+    fi
     sleep 1
-  done >&3 2>/dev/null &
-  reporting=$!
-else
-  {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} ${{5:+"--snapshot=$5"}} -U "$3" -d "$2"
-    status=$?; echo "sbm-pg-dump-exit:$status" >&2; echo "$status" > "$dir/dumped"; }} 3>&- |
-    tee "$dir/archive" "$dir/count" >&3 &
-  copying=$!
-fi
+  done
+}} >&3 3>&- &
+reporting=$!
 exec 3>&-
-wait "$copying"
+wait "$dumping"
+echo "sbm-pg-dump-exit:$?"
 : > "$sbm_done"
 wait "$restoring"
-wait "$counted"
-if [ -n "$keep" ]; then
-  wait "$reporting"  # it reads $sbm_done: the trap removes it
-  echo "sbm-bytes:$(stat -c %s "$keep/archive")"
-  if [ "$(cat "$dir/dumped")" = 0 ] && [ "$(cat "$dir/restored")" = 0 ]; then : > "$dir/kept"; fi
-fi
+wait "$reporting"
 """
+)
+
+# Stage 6 (artifact), after verification: pg_dump as in STREAM_SCRIPT, from the held snapshot
+# ($3; $1 the database, $2 the user), out on stdout (fd 3) to this host, where it is written
+# with its SHA-256 (stream.tee), and through `wc -c`: the count, marked on stderr with pg_dump's
+# status, proves the copy here whole (an exec stream's known failure is ending early with exit
+# code 0). Nothing is written in the pod.
+ARTIFACT_SCRIPT = (
+    GUARD + f'{{ {{ pg_dump {" ".join(stream.PG_DUMP_FLAGS)} --snapshot="$3" -U "$2" -d "$1"; '
+    'echo "sbm-pg-dump-exit:$?" >&2; } | tee /dev/fd/3 | wc -c | '
+    'sed "s/^ */sbm-bytes:/" >&2; } 3>&1\n'
 )
 
 # The preflight's scratch restore: the schema alone, pg_dump straight into pg_restore of the
@@ -204,7 +201,12 @@ _RESTORE_EXIT = re.compile(rb"^sbm-pg-restore-exit:(\d+)$", re.MULTILINE)
 _SHA = re.compile(rb"^sbm-sha256:([0-9a-f]{64})", re.MULTILINE)
 _BYTES = re.compile(rb"^sbm-bytes:(\d+)", re.MULTILINE)
 _PROGRESS = re.compile(rb"^sbm-progress:(\d+)")
-FETCH_TRIES = 2
+_CPU = re.compile(rb"^sbm-cpu:(\d+)")
+FETCH_TRIES = 2  # the artifact's exec stream cut: one more try
+ARTIFACT_HOW = (
+    "dumped after verification, off the outage, from the copy's own snapshot (the rows the "
+    "target was loaded with), by the pod's pg_dump through kubectl exec"
+)
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\S+)")
 
 
@@ -217,22 +219,11 @@ class KubernetesSource:
     _forward: kube.PortForward | None = field(default=None, repr=False)
     _password: str | None = field(default=None, repr=False)
     _version: str | None = None
-    # --method stream: preflight's choice (checks.podcopy); None streams the archive out.
-    keeping: podcopy.Keeping | None = None
-    kept: list[stream.Part] | None = None  # the archive in the pod, once the copy succeeded
-    _in_pod: bool = field(default=False, repr=False)  # a copy may be there: remove_kept it
-    _fetched: bool = field(default=False, repr=False)
-
-    def plan_keeping(self, *, stamp: str, archive_bound: int) -> podcopy.Keeping:
-        """Preflight: keep the archive in the pod during the copy when it has room there
-        (removing what killed runs left), and remember the choice for the stream."""
-        self.keeping = podcopy.decide(
-            self._run(podcopy.ROOM_SCRIPT).decode(errors="replace"),
-            stamp=stamp,
-            archive_bound=archive_bound,
-            ephemeral_storage_limit=self.pod.ephemeral_storage_limit,
-        )
-        return self.keeping
+    # --method stream: the copy's part once it succeeded, until the artifact is dumped from the
+    # snapshot held for it (stage 6; checks.held), and which snapshot that was.
+    kept: list[stream.Part] | None = None
+    artifact_snapshot: str | None = None
+    _held: held.Held | None = field(default=None, repr=False)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -263,6 +254,11 @@ class KubernetesSource:
 
     def endpoint(self) -> Endpoint:
         """The source through a port-forward, logging in with the pod's own credentials."""
+        if self._forward is not None and not self._forward.alive():
+            # Ended (a killed kubectl, a restarted pod): a new one, for the artifact's held
+            # snapshot check (checks.held) as for anything else after it.
+            self._forward.close()
+            self._forward = None
         if self._forward is None:
             # The value is printed by the shell, so it is in no argv.
             self._password = self._run(PASSWORD_SCRIPT).decode() or None
@@ -382,7 +378,6 @@ class KubernetesSource:
 
     def stream(
         self,
-        directory: Path,
         target: Endpoint,
         *,
         target_major: int,
@@ -391,229 +386,139 @@ class KubernetesSource:
         early: overlap.Early | None = None,
     ) -> list[stream.Part]:
         """The pod's pg_dump into the pod's pg_restore (the seed's programs and network path to
-        the target), the archive coming out to this host as it goes, or kept in the pod for
-        `fetch_kept` when preflight found room there (checks.podcopy). With `early`, pg_dump
-        reads a snapshot exported here, which the source's early digests read while the data
-        streams (checks.overlap); the target's run once the restore has ended."""
+        the target), reading a snapshot exported here (through the port-forward) and held for
+        the artifact (`fetch_kept`, after verification: checks.held); nothing else is written,
+        here or in the pod. With `early`, the source's early digests read the same snapshot
+        while the data streams, the target's run once the restore has ended (checks.overlap)."""
         log = log.with_name(log.name + ".log")  # `log` names the logs; there is one here
-        if early is None:
-            return self._stream(directory, target, log=log, progress=progress, snapshot="")
+        self.remove_kept()
+        snapshot = held.export(self.endpoint())
         try:
-            # Held open for the whole copy: pg_dump imports the snapshot as it starts, and the
-            # pod gives no sign of that here before its output arrives.
-            snapshot = held.export(self.endpoint())
-            try:
+            if early:
                 early.start_source(self.connect, snapshot.name)
-                parts = self._stream(
-                    directory, target, log=log, progress=progress, snapshot=snapshot.name
-                )
-            finally:
-                snapshot.close()
-            early.all_loaded()
+            part = self._stream(target, log=log, progress=progress, snapshot=snapshot.name)
+            if early:
+                early.all_loaded()
         except BaseException:
-            early.close()  # before the copy's cleanup drops what it created
+            snapshot.close()
+            if early:
+                early.close()  # before the copy's cleanup drops what it created
             raise
-        return parts
+        self._held, self.kept = snapshot, [part]
+        return [part]
 
     def _stream(
-        self,
-        directory: Path,
-        target: Endpoint,
-        *,
-        log: Path,
-        progress: Progress | None,
-        snapshot: str,
-    ) -> list[stream.Part]:
-        if self.keeping and self.keeping.in_pod:
-            return self._stream_kept(target, log=log, progress=progress, snapshot=snapshot)
-        proc = self._start_restore(
-            STREAM_SCRIPT,
-            target,
-            subprocess.PIPE,
-            self.database,
-            self.pod.user,
-            "",
-            snapshot,
-            stdout=subprocess.PIPE,
-        )
-        pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it
-
-        def check(size: int, _sha256: str) -> None:
-            # The restore's own error first: a pg_dump cut off by it failing says nothing new.
-            code = proc.wait()
-            pod.release()
-            pod.join()
-            with private.open_private(log) as out:
-                out.write(pod.stderr())
-            restored = _RESTORE_EXIT.search(pod.stderr())
-            if restored and restored[1] != b"0":
-                raise _restore_failed(int(restored[1]), log)
-            pod.finish(size=size)
-            if not restored:
-                raise _restore_failed(code, log)
-
-        name = f"{self.database}.dump"
-        try:
-            size, sha = stream.tee(
-                pod.stdout, directory / name, None, release=check, progress=progress
-            )
-        except BaseException:
-            pod.abort()
-            raise
-        log.unlink()
-        by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
-        return [stream.Part(name, size, sha, by_hand)]
-
-    def _stream_kept(
         self, target: Endpoint, *, log: Path, progress: Progress | None, snapshot: str
-    ) -> list[stream.Part]:
-        """The stream with the archive kept in the pod: only its size comes out, once a second."""
-        assert self.keeping
+    ) -> stream.Part:
         proc = self._start_restore(
             STREAM_SCRIPT,
             target,
             subprocess.PIPE,
             self.database,
             self.pod.user,
-            self.keeping.directory,
             snapshot,
             stdout=subprocess.PIPE,
         )
         pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it
-        self._in_pod = True
+        reported = _Reported(progress)
         try:
             with progress.streaming() if progress else contextlib.nullcontext():
-                done = 0
-                for line in pod.stdout:  # ends when pg_dump's output has ended
-                    size = _PROGRESS.match(line)
-                    if size and progress and int(size[1]) > done:
-                        progress.advance(int(size[1]) - done)
-                        done = int(size[1])
+                for line in pod.stdout:  # ends when pg_dump has ended
+                    reported.read(line)
             code = proc.wait()
             pod.release()
             pod.join()
             err = pod.stderr()
             with private.open_private(log) as out:
                 out.write(err)
+            # The restore's own error first: a pg_dump cut off by it failing says nothing new.
             restored, dumped = _RESTORE_EXIT.search(err), _EXIT.search(err)
             if restored and restored[1] != b"0":
                 raise _restore_failed(int(restored[1]), log)
-            if not dumped or dumped[1] != b"0":
+            said = err.decode(errors="replace").strip()[-300:]
+            if code != 0:
                 raise errors.DumpFailed(
-                    f"pg_dump in the pod failed ({err.decode(errors='replace').strip()[-300:]}): "
+                    f"kubectl exec exited with {code} ({said}): take the dump again"
+                )
+            if not dumped:  # an exec stream's known failure: ending early with exit code 0
+                raise errors.DumpFailed(
+                    "the exec stream ended before the pod reported pg_dump's exit status: "
                     "take the dump again"
                 )
+            if dumped[1] != b"0":
+                raise errors.DumpFailed(f"pg_dump in the pod failed ({said}): take the dump again")
             if not restored:
                 raise _restore_failed(code, log)
-            sha, size = _SHA.search(err), _BYTES.search(err)
-            if code != 0 or not sha or not size:
-                raise errors.DumpFailed(
-                    f"the pod did not report the kept archive's SHA-256 and size (kubectl exec "
-                    f"exited with {code}): take the dump again"
-                )
         except BaseException:
             pod.abort()
-            self.remove_kept()
             raise
         log.unlink()
         by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
-        name = f"{self.database}.dump"
-        self.kept = [stream.Part(name, int(size[1]), sha[1].decode(), by_hand)]
-        return list(self.kept)
+        return stream.Part(f"{self.database}.dump", reported.bytes, None, by_hand)
 
     def kept_evidence(self) -> dict[str, object]:
-        """For the dump's evidence while the archive is in the pod."""
-        assert self.keeping
+        """For the dump's evidence until the artifact is written. `streamed_bytes` is what
+        pg_dump had written at the pod's last count (once a second: the kernel's count of a
+        process is gone with it), not the archive's size, which stage 6 records."""
         return {
-            "artifact": self.keeping.how(),
-            "in_pod": f"{self.pod.namespace}/{self.pod.name}:{self.keeping.archive}",
-            "fetched": False,
+            "artifact": ARTIFACT_HOW,
+            "streamed_bytes": sum(p.bytes for p in self.kept or []),
+            "written": False,
         }
 
     def fetch_kept(self, directory: Path, *, progress: Progress | None = None) -> list[stream.Part]:
-        """The archive kept in the pod, fetched into `directory`: its SHA-256 here must be the
-        one the pod computed as pg_restore read it (an exec stream can end early with exit code
-        0: one more try then). The pod's copy stays until `remove_kept`."""
-        assert self.keeping and self.kept
-        fetched = []
-        for part in self.kept:
+        """The artifact: the pod's pg_dump run again, from the copy's snapshot (or an equal one:
+        checks.held), out through kubectl exec into `directory` with its size and SHA-256; one
+        more try when the exec stream is cut."""
+        assert self._held and self.kept
+        (part,) = self.kept
+        with held.same_data(self.endpoint(), self._held) as (snapshot, how):
+            self.artifact_snapshot = how
             for attempt in range(1, FETCH_TRIES + 1):
                 try:
-                    self._fetch(part, directory / part.name, progress)
+                    size, sha = self._dump_artifact(directory / part.name, snapshot, progress)
                     break
                 except errors.DumpFailed as e:
                     if attempt == FETCH_TRIES:
                         raise errors.DumpFailed(
-                            f"{e} (tried {FETCH_TRIES} times): the target's copy was verified, "
-                            "but this run keeps no archive of it; check the connection to the "
-                            "cluster, or take a dump of the source if one is needed"
+                            f"{e} (tried {FETCH_TRIES} times): the target is verified and kept, "
+                            "only its archive is missing: check the connection to the cluster, "
+                            "then take one by hand (pg_dump -Fc of the target) if the change "
+                            "needs it"
                         ) from None
-            fetched.append(part)
-        self._fetched = True
-        return fetched
+        return [stream.Part(part.name, size, sha, part.restore)]
 
-    def _fetch(self, part: stream.Part, dest: Path, progress: Progress | None) -> None:
-        assert self.keeping
+    def _dump_artifact(
+        self, dest: Path, snapshot: str, progress: Progress | None
+    ) -> tuple[int, str]:
         argv = kube.exec_argv(
             self.kube,
             self.pod,
-            ["sh", "-c", podcopy.FETCH_SCRIPT, "sh", self.keeping.archive],
-            stdin=False,
+            ["sh", "-c", ARTIFACT_SCRIPT, "sh", self.database, self.pod.user, snapshot],
+            stdin=True,
         )
-        proc = children.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout and proc.stderr
-
-        def check(size: int, sha256: str) -> None:
-            code = proc.wait()
-            said = proc.stderr.read().decode(errors="replace").strip()[-300:]  # type: ignore[union-attr]
-            if code != 0:
-                raise errors.DumpFailed(f"kubectl exec fetching the archive failed: {said}")
-            if (size, sha256) != (part.bytes, part.sha256):
-                raise errors.DumpFailed(
-                    f"the archive fetched from the pod is not the one restored: {size} bytes, "
-                    f"SHA-256 {sha256} here; {part.bytes} bytes, SHA-256 {part.sha256} in the pod"
-                )
-
+        pod = _PodDump(
+            children.popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
         try:
-            stream.tee(proc.stdout, dest, None, release=check, progress=progress)
+            return stream.tee(
+                pod.stdout,
+                dest,
+                None,
+                release=lambda size, _sha: pod.finish(size=size, then="the archive is not kept"),
+                progress=progress,
+            )
         except BaseException:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            pod.abort()
             raise
 
-    def remove_kept(self) -> str | None:
-        """Remove the pod's copy of the archive, if this run may have made one (idempotent);
-        what became of it."""
-        if not self._in_pod or not self.keeping:
-            return None
-        where = f"{self.keeping.directory} in pod {self.pod.namespace}/{self.pod.name}"
-        argv = kube.exec_argv(
-            self.kube,
-            self.pod,
-            ["sh", "-c", podcopy.REMOVE_SCRIPT, "sh", self.keeping.directory],
-            stdin=False,
-        )
-        try:
-            done = subprocess.run(argv, capture_output=True, check=False, timeout=60)
-        except subprocess.TimeoutExpired:
-            return f"the archive kept in {where} could not be removed (no answer in 60 s)"
-        if done.returncode == podcopy.ABSENT:  # the pod's script removed it, or a new pod
-            self._in_pod = False
-            self.kept = None
-            return None
-        if done.returncode != 0:
-            said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-            return (
-                f"the archive kept in {where} could not be removed ({'; '.join(said)}); the "
-                "next run's preflight removes it"
-            )
-        self._in_pod = False
-        lost = self.kept and not self._fetched
-        self.kept = None
-        if lost:
-            return f"the archive kept in {where} was removed before it was fetched"
-        return f"the archive kept in {where} was removed"
+    def remove_kept(self) -> None:
+        """Release the held snapshot (idempotent); nothing of the archive is ever in the pod."""
+        if self._held:
+            self._held.close()
+        self._held, self.kept = None, None
 
     def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:
         with private.open_private(log) as errlog:
@@ -634,9 +539,31 @@ class KubernetesSource:
             raise _restore_failed(code, log)
 
     def close(self) -> None:
+        self.remove_kept()
         if self._forward:
             self._forward.close()
             self._forward = None
+
+
+class _Reported:
+    """What STREAM_SCRIPT's reporter says once a second: pg_dump's bytes so far, or its CPU time
+    where the pod's /proc/<pid>/io is unreadable (that moves the stall watch, not the count)."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.bytes = 0
+        self._ticks = b""
+
+    def read(self, line: bytes) -> None:
+        written, cpu = _PROGRESS.match(line), _CPU.match(line)
+        if written and int(written[1]) > self.bytes:
+            if self.progress:
+                self.progress.advance(int(written[1]) - self.bytes)
+            self.bytes = int(written[1])
+        elif cpu and cpu[1] != self._ticks:
+            if self.progress:
+                self.progress.beat()
+            self._ticks = cpu[1]
 
 
 def _restore_failed(code: int, log: Path) -> errors.RestoreFailed:
@@ -680,9 +607,16 @@ class _PodDump:
         self._reader.join(5)
         return self.stderr().decode(errors="replace").strip()[-300:]
 
-    def finish(self, sql_sha256: str | None = None, size: int | None = None) -> None:
-        """Raise DumpFailed unless pg_dump succeeded in the pod and what arrived here is what it
-        sent: the same SHA-256 (--method seed) or the same byte count (--method stream)."""
+    def finish(
+        self,
+        sql_sha256: str | None = None,
+        size: int | None = None,
+        *,
+        then: str = "take the dump again",
+    ) -> None:
+        """Raise DumpFailed (ending with `then`) unless pg_dump succeeded in the pod and what
+        arrived here is what it sent: the same SHA-256 (--method seed) or the same byte count
+        (the artifact, --method stream)."""
         code = self.proc.wait()
         self.release()
         self._reader.join(30)
@@ -693,7 +627,9 @@ class _PodDump:
         problem = None
         if code != 0:
             problem = f"kubectl exec exited with {code}"
-        elif not exit_match or exit_match[1] != b"0":
+        elif not exit_match:
+            problem = "the exec stream ended before the pod reported pg_dump's exit status"
+        elif exit_match[1] != b"0":
             problem = f"pg_dump in the pod failed ({err.decode(errors='replace').strip()[-300:]})"
         elif not sent:
             problem = "the pod did not report what it sent"
@@ -704,4 +640,4 @@ class _PodDump:
                 "here (the exec stream ended early)"
             )
         if problem:
-            raise errors.DumpFailed(f"{problem}: take the dump again")
+            raise errors.DumpFailed(f"{problem}: {then}")

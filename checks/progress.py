@@ -40,6 +40,7 @@ class Progress:
         self._next = self.started + every
         self._lock = threading.Lock()  # a stream may come in parts, at once
         self.active = 0  # streams inside their copy loop now (checks.stall watches them)
+        self.beats = 0  # signs of a copy moving where its bytes cannot be counted
 
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:
@@ -64,6 +65,12 @@ class Progress:
         with self._lock:
             self.bytes += nbytes
         self._tick()
+
+    def beat(self) -> None:
+        """The copy moved, by an amount not known (checks.kubernetes: a pod whose
+        /proc/<pid>/io cannot be read): the stall watch sees it, the count does not."""
+        with self._lock:
+            self.beats += 1
 
     def _tick(self) -> None:
         if self.emit is None:

@@ -2,8 +2,9 @@
 
 A source is reached through one small interface: the runbook asks it for a connection (to
 inspect and verify), and either a dump (written to the workdir) and then a restore of that dump
-into the target, or both at once as a stream that keeps the dump; restores run from wherever the
-target is reachable. `checks.direct` implements it for a database
+into the target, or both at once as a stream from a held snapshot, whose artifact is dumped
+again from that snapshot after verification; restores run from wherever the target is
+reachable. `checks.direct` implements it for a database
 the operator can reach directly; a Kubernetes source runs the same steps inside the cluster.
 """
 
@@ -45,7 +46,6 @@ class Source(Protocol):
 
     def stream(
         self,
-        directory: Path,
         target: Endpoint,
         *,
         target_major: int,
@@ -53,27 +53,29 @@ class Source(Protocol):
         progress: Progress | None = None,
         early: Early | None = None,
     ) -> list[Part]:
-        """--method stream: pg_dump's archive(s) restored by pg_restore as they are written
-        into `directory`, each restore stopping at its first error; `log` is the prefix of the
-        logs' names. With `early`, the source calls its start_source, loaded and all_loaded as
-        the copy goes, so that verification overlaps it (checks.overlap)."""
+        """--method stream: pg_dump's archive(s) restored by pg_restore as they are written,
+        from a snapshot held for the artifact (checks.held), each restore stopping at its first
+        error; no file is written. `log` is the prefix of the logs' names. With `early`, the
+        source calls its start_source, loaded and all_loaded as the copy goes, so that
+        verification overlaps it (checks.overlap)."""
         ...
 
-    # --method stream: the parts restored, while their artifact waits for stage 6 (written
-    # after verification, off the outage); None when there is none to wait for.
+    # --method stream: the parts restored, while their artifact waits for stage 6 (dumped again
+    # from the held snapshot after verification, off the outage); None when there is none.
     kept: list[Part] | None
+    artifact_snapshot: str | None  # stage 6: which snapshot the artifact was dumped from
 
     def kept_evidence(self) -> dict[str, object]:
         """What the dump's evidence says of the artifact until stage 6 writes it."""
         ...
 
     def fetch_kept(self, directory: Path, *, progress: Progress | None = None) -> list[Part]:
-        """Stage 6: the artifact written into `directory`, each part with its size and SHA-256."""
+        """Stage 6: the artifact written into `directory`, each part with its size and SHA-256;
+        DumpFailed, saying the target is verified and kept, when it cannot be."""
         ...
 
-    def remove_kept(self) -> str | None:
-        """Release what the pending artifact holds (idempotent); what became of it, for the
-        evidence's cleanup, or None."""
+    def remove_kept(self) -> None:
+        """Release the held snapshot (idempotent)."""
         ...
 
     def restore_schema(self, into: Endpoint, *, target_major: int, log: Path) -> None:

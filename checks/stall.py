@@ -46,15 +46,18 @@ class Watchdog:
         self._thread.join()
 
     def _loop(self) -> None:
-        seen, since = self.progress.bytes, time.monotonic()
+        seen, since = self._moved(), time.monotonic()
         while not self._done.wait(min(1.0, self.timeout_s / 4)):
             now = time.monotonic()
-            if self.progress.bytes != seen or not self.progress.active:
-                seen, since = self.progress.bytes, now
+            if self._moved() != seen or not self.progress.active:
+                seen, since = self._moved(), now
             elif now - since >= self.timeout_s:
                 self.fired = True
                 self.on_stall()
                 return
+
+    def _moved(self) -> tuple[int, int]:
+        return self.progress.bytes, self.progress.beats
 
     def message(self) -> str:
         return (

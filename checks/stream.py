@@ -8,12 +8,10 @@ copy (see the benchmark). A migration may stream in parts (checks.direct: the sc
 data in two streams at once, then indexes and constraints); the artifact is a directory of
 the parts, each restorable with pg_restore, and a SHA256SUMS file (`sha256sum -c`).
 
-Where the artifact is written decides what the outage carries:
-- direct mode: the copy only relays (`into`); the artifact is dumped after verification from the
-  copy's own snapshot, held open till then (checks.held), so it holds the rows the target got;
-- Kubernetes mode: the pod keeps the archive as pg_restore reads it and the runbook fetches it
-  after verification (checks.podcopy), or, without room in the pod, the exec stream is teed
-  into the workdir as it goes (`tee`); either way its SHA-256 is of the bytes pg_restore read.
+Writing the artifact during the copy made the outage carry it, so the copy writes nothing: in
+direct mode it only relays (`into`), in Kubernetes mode pg_dump feeds pg_restore inside the pod;
+the artifact is dumped after verification from the copy's own snapshot, held open till then
+(checks.held), so it holds the rows the target got, and written here with its SHA-256 (`tee`).
 
 pg_restore fails on an archive that ends early (a data block it needs is missing). Whatever
 else proves the stream whole (pg_dump's exit status, an in-pod checksum) runs before the sink is

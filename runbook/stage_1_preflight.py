@@ -141,25 +141,6 @@ def test_workdir_has_room_for_the_dump(
 
 
 @CHANGES
-@pytest.mark.sources("kubernetes", why="direct mode: the archive is written on this host")
-@pytest.mark.methods("stream", why="--method seed: the dump file comes out before the restore")
-def test_pod_room_decides_where_the_archive_goes(
-    source: Source, settings: Settings, run: Run, say: Callable[[str], None]
-) -> None:
-    """Kept in the pod during the copy when it has room there (fetched after verification, off
-    the outage), else streamed out through kubectl exec as it is taken (checks.podcopy)."""
-    assert isinstance(source, KubernetesSource)
-    with source.connect() as conn:
-        db = server.database(conn, settings.database)
-    assert db is not None, f"no database {settings.database} on the source"
-    keeping = source.plan_keeping(
-        stamp=settings.stamp, archive_bound=preflight.dump_bytes_bound(db.size_bytes, "stream")
-    )
-    run.preflight["artifact"] = keeping.evidence()
-    say(f"the archive: {keeping.how()} ({keeping.why()})")
-
-
-@CHANGES
 def test_target_database_is_absent_or_may_be_dropped(
     target: Endpoint, target_info: server.ServerInfo, settings: Settings, run: Run
 ) -> None:

@@ -2,9 +2,10 @@
 (trailer, \\restrict pair) with its size and SHA-256 recorded.
 
 --method stream (the default) dumps pg_dump's custom archives (checks.stream, in the parts of
-checks.parts in direct mode) into pg_restore on the target, so the outage lasts the longer of
-dump and restore, not their sum; the artifact is written off the outage where it can be (stage
-6);
+checks.parts in direct mode, one stream inside the pod in Kubernetes mode) into pg_restore on
+the target, so the outage lasts the longer of dump and restore, not their sum; nothing else is
+written: the artifact is dumped again after verification, off the outage, from the copy's
+snapshot, held open till then (stage 6, checks.held);
 --method seed writes the seed's gzip plain script first and restores it in stage 3, as the
 documented procedure does.
 """
@@ -31,7 +32,6 @@ from checks import (
     server,
     stream,
 )
-from checks.direct import DirectSource
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.evidence import Run
@@ -108,10 +108,8 @@ def test_dump_is_streamed_into_target(
     row_digest: RowDigest,
     say: Callable[[str], None],
 ) -> None:
-    """--method stream: pg_dump's archive into the target's pg_restore; the artifact is kept in
-    the pod (Kubernetes mode, when it has room: fetched in stage 6), teed into the workdir as it
-    goes (Kubernetes mode without room), or dumped from the same snapshot in stage 6 (direct
-    mode)."""
+    """--method stream: pg_dump's archive into the target's pg_restore; the artifact is dumped
+    from the same snapshot in stage 6."""
     final = stream.artifact_path(settings.workdir, settings.database, settings.stamp)
     log = final.with_name(final.name + ".restore")
     progress = Progress("dump → target", say, rows_expected=_rows(source))
@@ -134,9 +132,8 @@ def test_dump_is_streamed_into_target(
     try:
         # On any fault, what the stream left on the target is dropped (a second attempt would
         # find it and refuse, and StackBlitz must never be pointed at it): checks.partial.
-        with target_copy.guarded(progress), stream.artifact(final) as directory:
-            written = source.stream(
-                directory,
+        with target_copy.guarded(progress):
+            source.stream(
                 restoring,
                 target_major=target_info.major,
                 log=log,
@@ -145,20 +142,9 @@ def test_dump_is_streamed_into_target(
             )
     finally:
         run.tools = source.tool_versions()
-    if isinstance(source, KubernetesSource) and source.kept:
-        # Kept in the pod: fetched after verification, off the outage (stage 6, artifact).
-        directory.rmdir()
-        pending = stream.Archive(final, tuple(written)).evidence()
-        run.dump = {"method": "stream", **pending, **source.kept_evidence(), **progress.summary()}
-        return
-    if isinstance(source, DirectSource):
-        # Dumped from the copy's held snapshot after verification, off the outage (stage 6).
-        directory.rmdir()
-        pending = {"path": str(final), "format": stream.FORMAT, **source.kept_evidence()}
-        run.dump = {"method": "stream", **pending, **progress.summary()}
-        return
-    archive = stream.seal(directory, final, written)
-    run.dump = {"method": "stream", **archive.evidence(), **progress.summary()}
+    # Dumped from the copy's held snapshot after verification, off the outage (stage 6).
+    pending = {"path": str(final), "format": stream.FORMAT, **source.kept_evidence()}
+    run.dump = {"method": "stream", **pending, **progress.summary()}
 
 
 @pytest.mark.methods("seed", why="--method stream: pg_restore read the archive as it was dumped")

@@ -10,7 +10,9 @@ checks.overlap):
 
 Before stage 6 (artifact):
 - SBM_TEST_BEFORE_ARTIFACT_SOURCE: SQL statements, separated by lines holding only ";", run on
-  the source database: the held snapshot's session ended, a write (tests/test_faults.py).
+  the source database (through the run's own source: direct, or the Kubernetes source's
+  port-forward): the held snapshot's session ended, a write (tests/test_faults.py,
+  tests/test_faults_kubernetes.py).
 
 From the start: SBM_TEST_TARGET_PROBE, a number that replaces the target's probe hash when the
 run decides its row digest (checks.rowdigest), as a big-endian target's would differ
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,13 +47,20 @@ def pytest_configure(config: pytest.Config) -> None:
     rowdigest.choose = disagreeing  # type: ignore[assignment]
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    result = yield  # the test's fixtures are set up: the source's, of either mode
     if item.name == "test_artifact_is_in_the_workdir_with_its_checksums":
-        _before_artifact(item.config)
+        _before_artifact(item)
+    _before_data_check(item)
+    return result
+
+
+def _before_data_check(item: pytest.Item) -> None:
     if item.name != "test_data_matches":
         return
     run, settings = run_of(item.config), options.settings(item.config)
-    assert settings is not None and settings.source is not None and settings.target is not None
+    assert settings is not None
     if settings.verify_during_copy:
         assert run.early is not None and run.early.started, "the copy took no early digests"
         run.early.wait()
@@ -60,6 +70,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     ):
         statement = os.environ.get(variable)
         if statement:
+            assert endpoint is not None, f"{variable}: direct mode's"
             with endpoint.connect(dbname=settings.database) as conn:
                 conn.execute(statement)
     hold = os.environ.get("SBM_TEST_HOLD_VERIFY")
@@ -68,11 +79,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         time.sleep(60)
 
 
-def _before_artifact(config: pytest.Config) -> None:
+def _before_artifact(item: pytest.Item) -> None:
     statements = os.environ.get("SBM_TEST_BEFORE_ARTIFACT_SOURCE")
-    settings = options.settings(config)
-    if not statements or settings is None or settings.source is None:
+    source = item.funcargs.get("source")  # type: ignore[attr-defined]
+    if not statements or source is None:
         return
-    with settings.source.connect(dbname=settings.database) as conn:
+    with source.connect() as conn:  # direct, or through the Kubernetes source's port-forward
         for statement in statements.split("\n;\n"):
             conn.execute(statement)

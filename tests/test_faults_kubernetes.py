@@ -1,8 +1,10 @@
 """Faults in the outage window, Kubernetes mode, on the test cluster: the postgres pod deleted
-mid-dump, the local `kubectl exec` killed, the port-forward killed during verification, and a
---stop-app run interrupted once StackBlitz is scaled to zero. Each is injected while data moves;
-then nothing may run on in the pod or stay in its temporary directory, the target keeps no
-partial copy, and the same command run again verifies.
+mid-dump, the local `kubectl exec` killed, the port-forward killed during verification, a
+--stop-app run interrupted once StackBlitz is scaled to zero, a copy that stalls. Each is
+injected while data moves; then nothing may run on in the pod or stay in its temporary
+directory, no session of the run (the held snapshot's) stays on the source, the target keeps no
+partial copy, and the same command run again verifies. After verification: the held snapshot
+lost before the artifact is written.
 
 The database lives in a directory of the node (hostPath) so that it outlives the deleted pod, as
 a real StatefulSet's volume does; `kubectl kots` is the stand-in of fixtures/bin.
@@ -21,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from checks import kube, marker
+from checks import held, kube, marker
 from fixtures import pgserver
 from fixtures import stackblitz_namespace as sbns
 from fixtures.kots_sample import kots_config_values
@@ -226,13 +228,12 @@ def _assert_stopped_clean(
         assert (outcome.reports / name).is_file(), name
     doc = outcome.evidence
     assert doc["verified"] is False
-    # the pod had room: the archive was kept there (checks.podcopy), and _pod_left shows it gone
-    assert doc["preflight"]["artifact"]["artifact"].startswith("kept in the pod")
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages[stage]["outcome"] == "failed", stages
     assert "\n" not in stages[stage]["detail"]
     _wait_pod_ready(k8s)
     assert _pod_left(k8s) == ("", "")
+    assert _source_sessions(k8s) == ""  # the held snapshot released, no pg_dump left
     assert _target_db(server) is None  # the target was reachable: no partial copy stays
     with _target(server) as conn:  # and no restore session of the run goes on
         row = conn.execute(
@@ -240,6 +241,33 @@ def _assert_stopped_clean(
         ).fetchone()
     assert row == (0,)
     return doc
+
+
+def _source_sessions(k8s: kube.Kube, timeout: float = 20) -> str:
+    """The run's sessions still on the source (the held snapshot's, a pg_dump's), read in the
+    pod, once they are gone or the time is up."""
+    query = (
+        "SELECT application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+        "(application_name LIKE 'stackblitz-migrate%' OR application_name = 'pg_dump')"
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _psql(k8s, query)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def _psql(k8s: kube.Kube, statement: str) -> str:
+    return subprocess.run(
+        kube.exec_argv(
+            k8s, POD, ["psql", "-XAtq", "-U", sbns.USER, "-d", DB, "-c", statement], stdin=False
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.strip()
 
 
 def _rerun_verifies(k8s: kube.Kube, server: pgserver.Server, tmp: Path) -> None:
@@ -298,13 +326,7 @@ def test_local_kubectl_killed_leaves_nothing_running_in_the_pod(
     os.kill(_kubectl_child(run, kubectl), signal.SIGKILL)
     outcome = run.finish(timeout=120)
     doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage=stage)
-    dropped = f"the partly restored {DB} was dropped from the target"
-    if stage == "dump":  # the pod's script removed its copy of the archive itself
-        assert doc["cleanup"] == [dropped]
-    else:  # the copy was whole, kept in the pod for after verification: removed at the end
-        kept = doc["preflight"]["artifact"]["pod_directory"]
-        removed = f"the archive kept in {kept} in pod {NAMESPACE}/postgres-0 was removed"
-        assert sorted(doc["cleanup"]) == [f"{removed} before it was fetched", dropped]
+    assert doc["cleanup"] == [f"the partly restored {DB} was dropped from the target"]
     _rerun_verifies(cluster, host_target, tmp_path)
 
 
@@ -326,9 +348,66 @@ def test_postgres_pod_deleted_mid_dump(
     outcome = run.finish(timeout=180)
     _wait_replaced(cluster, deleted)
     doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage="dump")
-    assert doc["cleanup"][0] == f"the partly restored {DB} was dropped from the target"
-    # The deleted pod may still be terminating at the end: its copy of the archive (gone with
-    # its container, as _pod_left showed) could not be looked at then, and the run says so.
-    for line in doc["cleanup"][1:]:
-        assert line.endswith("the next run's preflight removes it"), doc["cleanup"]
+    assert doc["cleanup"] == [f"the partly restored {DB} was dropped from the target"]
     _rerun_verifies(cluster, host_target, tmp_path)
+
+
+def test_stalled_copy_is_stopped_after_the_stall_timeout(
+    cluster: kube.Kube,  # noqa: F811
+    install: sbns.Install,
+    host_target: pgserver.Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """pg_dump frozen in the pod (SIGSTOP) stands for a black-holed network: the count the pod
+    reports stops moving, and the stall watch stops the copy."""
+    _drop(host_target)
+    run = _start(cluster, host_target, tmp_path, "--stall-timeout", "3")
+    _wait(run, lambda: _copying(host_target), "the copy under way")
+    frozen = _in_pod(
+        cluster,
+        'for p in /proc/[0-9]*; do [ "$(cat $p/comm 2>/dev/null)" = pg_dump ] && '
+        'kill -STOP "${p#/proc/}" && echo "${p#/proc/}"; done; true',
+    ).split()
+    assert len(frozen) == 1, frozen
+    outcome = run.finish(timeout=120)
+    doc = _assert_stopped_clean(outcome, cluster, host_target, code=1, stage="dump")
+    assert "no bytes moved for 3 s" in {s["name"]: s for s in doc["stages"]}["dump"]["detail"]
+    assert doc["cleanup"] == [f"the partly restored {DB} was dropped from the target"]
+    _rerun_verifies(cluster, host_target, tmp_path)
+
+
+# The held snapshot's session ended (a restarted source, a dropped port-forward), waiting until
+# it has (PostgreSQL 14+: the pod's is 15).
+END_HELD = (
+    "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+    f"WHERE application_name = '{held.APPLICATION_NAME}'"
+)
+
+
+def test_held_snapshot_lost_with_the_source_unchanged_archives_a_new_equal_one(
+    cluster: kube.Kube,  # noqa: F811
+    install: sbns.Install,
+    host_target: pgserver.Server,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The session holding the copy's snapshot ends before stage 6 (run through the run's own
+    port-forward, tests/runbook_hooks.py): the source unchanged since, the archive is dumped
+    from a new snapshot, and says so."""
+    _drop(host_target)
+    _psql(cluster, "VACUUM ANALYZE")  # settled: autovacuum's ANALYZE would write meanwhile
+    outcome = run_runbook(
+        tmp_path,
+        *_args(cluster, host_target, tmp_path, "-p", "tests.runbook_hooks"),
+        env={**_env(), "SBM_TEST_BEFORE_ARTIFACT_SOURCE": END_HELD},
+    )
+    assert outcome.code == 0, outcome.output[-4000:]
+    dump = outcome.evidence["dump"]
+    assert dump["written"] is True and "new snapshot" in dump["snapshot"], dump
+    # what pg_dump had written at the pod's last count (once a second): at most the archive
+    assert 0 <= dump["streamed_bytes"] <= dump["bytes"], dump
+    archive = Path(dump["path"])
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=archive, check=False)
+    assert checked.returncode == 0
+    assert sorted(p.name for p in archive.iterdir()) == sorted([*dump["sha256"], "SHA256SUMS"])
+    assert _pod_left(cluster) == ("", "")
+    assert _source_sessions(cluster) == ""

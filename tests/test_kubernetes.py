@@ -7,10 +7,11 @@ truncated-stream test wraps kubectl to cut its output short, as kubectl's own ex
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
+import shlex
 import subprocess
+import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 import yaml
 
-from checks import errors, kube
+from checks import errors, kube, pgtools
 from fixtures import pgserver
 from fixtures import stackblitz_namespace as sbns
 from fixtures.kots_sample import kots_config_values
@@ -75,8 +76,7 @@ def _install(namespace: str, **kw: object) -> sbns.Install:
 def deployed(cluster: kube.Kube, request: pytest.FixtureRequest) -> Iterator[sbns.Install]:
     """A StackBlitz-like namespace with a seeded database; deleted afterwards."""
     namespace = request.param if hasattr(request, "param") else "stackblitz"
-    # sbm-cramped: a pod without room to keep the archive during the copy
-    install = _install(namespace, tmp_size="16Mi" if namespace == "sbm-cramped" else None)
+    install = _install(namespace)
     sbns.delete(cluster, install.namespace)
     _wait_gone(cluster, install.namespace)
     sbns.deploy(cluster, install)
@@ -173,7 +173,7 @@ def test_kubernetes_migration_is_verified(
     assert doc["identity"]["cluster"]["server"].startswith("https://")
     assert doc["outage"]["began_with"] == "StackBlitz stopped by the runbook (--stop-app)"
     assert doc["outage"]["seconds"] > 0
-    _assert_artifact_fetched_after_verification(doc)
+    _assert_artifact_dumped_after_verification(doc)
     # bytea with every byte value made it across
     with _connect_target(host_target, sbns.DATABASE) as conn:
         seen = conn.execute(
@@ -182,59 +182,55 @@ def test_kubernetes_migration_is_verified(
         ).fetchone()
     assert seen == (256,)
     _assert_no_secret_left(test_cluster, deployed, host_target, outcome)
+    _assert_archive_restores_by_hand(doc, host_target)
 
 
-def _assert_artifact_fetched_after_verification(doc: dict) -> None:  # type: ignore[type-arg]
-    """The pod had room: the archive stayed there during the copy, and came out after
-    verification, off the outage, with the SHA-256 the pod computed as pg_restore read it."""
-    assert doc["preflight"]["artifact"]["artifact"].startswith("kept in the pod"), doc["preflight"]
+def _assert_artifact_dumped_after_verification(doc: dict) -> None:  # type: ignore[type-arg]
+    """The copy wrote nothing: after verification, off the outage, the pod's pg_dump ran again
+    from the copy's own snapshot (held since), out through kubectl exec, and its archive is
+    in the workdir with a SHA256SUMS that checks."""
     dump = doc["dump"]
-    assert dump["fetched"] is True and "was removed" in dump["pod_copy"], dump
+    assert "kubectl exec" in dump["artifact"] and "after verification" in dump["artifact"], dump
+    assert dump["written"] is True and dump["snapshot"] == "the copy's own snapshot", dump
     (name,) = dump["sha256"]
-    artifact = Path(dump["path"]) / name
-    assert hashlib.sha256(artifact.read_bytes()).hexdigest() == dump["sha256"][name]
-    assert artifact.stat().st_size == dump["bytes"]
-    assert (Path(dump["path"]) / "SHA256SUMS").read_text() == f"{dump['sha256'][name]}  {name}\n"
+    archive = Path(dump["path"])
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=archive, check=False)
+    assert checked.returncode == 0
+    assert sorted(p.name for p in archive.iterdir()) == sorted([name, "SHA256SUMS"])
+    assert (archive / name).stat().st_size == dump["bytes"]
+    assert "artifact" not in doc["preflight"]  # no room in the pod to decide on any more
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages["artifact"]["outcome"] == "passed"
-    (fetch,) = [c for c in doc["checks"] if c["stage"] == "artifact"]
+    (written,) = [c for c in doc["checks"] if c["stage"] == "artifact"]
     verified_at = datetime.fromisoformat(doc["outage"]["verified_at"]).timestamp()
-    assert fetch["started"] >= verified_at - 1  # the outage ends before the fetch begins
+    assert written["started"] >= verified_at - 1  # the outage ends before the archive begins
 
 
-@pytest.mark.parametrize("deployed", ["sbm-cramped"], indirect=True)
-def test_a_pod_without_room_streams_the_archive_out(
-    test_cluster: clusters.TestCluster,
-    deployed: sbns.Install,
-    host_target: pgserver.Server,
-    tmp_path: Path,
-) -> None:
-    """The pod's /tmp (a 16 MiB tmpfs) cannot hold the archive: preflight says so, the archive
-    streams out during the copy as before, and the evidence says which."""
-    cluster = test_cluster.kube
-    _drop_target(host_target)
-    outcome = run_runbook(
-        tmp_path,
-        *_args(cluster, host_target, tmp_path),
-        "--namespace",
-        deployed.namespace,
-        "--allow-active-connections",
-        "--no-key",
-        env=_env(),
-    )
-    assert outcome.code == 0, outcome.output[-4000:]
-    doc = outcome.evidence
-    artifact = doc["preflight"]["artifact"]
-    assert artifact["artifact"] == "streamed out to this host during the copy", artifact
-    assert "not enough room" in artifact["why"] and artifact["free_bytes"] <= 16 * 2**20
-    assert "streamed out" in outcome.output  # preflight says which on the terminal
-    dump = doc["dump"]
-    assert "fetched" not in dump and doc["verified"] is True
-    (name,) = dump["sha256"]
-    data = (Path(dump["path"]) / name).read_bytes()
-    assert hashlib.sha256(data).hexdigest() == dump["sha256"][name] and len(data) == dump["bytes"]
-    assert {s["name"]: s["outcome"] for s in doc["stages"]}["artifact"] == "passed"
-    _assert_no_secret_left(test_cluster, deployed, host_target, outcome)
+def _table_counts(conn: psycopg.Connection) -> dict[str, int]:
+    tables = conn.execute(
+        "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables ORDER BY 1"
+    ).fetchall()
+    counts = {}
+    for (table,) in tables:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        counts[str(table)] = int(row[0]) if row else -1
+    return counts
+
+
+def _assert_archive_restores_by_hand(doc: dict, target: pgserver.Server) -> None:  # type: ignore[type-arg]
+    """The evidence's own pg_restore command, run by hand on this host into an empty target,
+    gives back the verified copy's tables and rows."""
+    with _connect_target(target, sbns.DATABASE) as conn:
+        migrated = _table_counts(conn)
+    _drop_target(target)
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(target.port)}
+    env.update(PGUSER=target.user, PGPASSWORD=target.password)
+    bindir = pgtools.for_major(18).bindir
+    for command in doc["dump"]["restore_with"]:
+        argv = shlex.split(command)
+        subprocess.run([str(bindir / argv[0]), *argv[1:]], env=env, check=True)
+    with _connect_target(target, sbns.DATABASE) as conn:
+        assert _table_counts(conn) == migrated and migrated
 
 
 def _assert_no_secret_left(
@@ -330,26 +326,39 @@ def test_discovery_without_a_pod_names_what_to_pass(cluster: kube.Kube) -> None:
         kube.find_postgres_pod(cluster, namespace="kube-system", pod_name=None)
 
 
-def _kubectl_cutting(tmp_path: Path, pattern: str) -> Path:
-    """A kubectl whose exec output ends after 200 kB, with exit code 0, when its argv matches
-    `pattern` (a shell case pattern), like kubernetes issue 124571."""
+def _kubectl_cutting(tmp_path: Path, pattern: str, *, cut: str, once: bool = False) -> Path:
+    """A kubectl whose exec output ends early, with exit code 0, when its argv matches
+    `pattern` (a shell case pattern), like kubernetes issue 124571: `cut` is a shell command
+    that reads the exec's stdout, passes on what it lets through and returns; kubectl is then
+    killed. `once`: only the first such exec."""
     wrapper = tmp_path / "bin"
     wrapper.mkdir()
     real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
+    done = wrapper / "cut-once"
     (wrapper / "kubectl").write_text(
         "#!/bin/sh\n"
-        f'case "$*" in {pattern}) "' + real + '" "$@" | head -c 200000; exit 0;; esac\n'
-        'exec "' + real + '" "$@"\n'
+        f'case "$*" in {pattern})\n'
+        + (f'  if [ -e {done} ]; then exec "{real}" "$@"; fi; : > {done}\n' if once else "")
+        # (a background job's stdin is /dev/null unless given: the scripts read theirs)
+        + f'  out=$(mktemp -u); mkfifo "$out"; exec 4<&0; "{real}" "$@" <&4 > "$out" & k=$!\n'
+        f'  {cut} < "$out"; kill -9 $k; rm -f "$out"; exit 0;;\n'
+        "esac\n"
+        f'exec "{real}" "$@"\n'
     )
     (wrapper / "kubectl").chmod(0o755)
     return wrapper
 
 
+# The stream's exec (its progress lines) cut after the first, as the copy begins; the seed's and
+# the artifact's (the archive itself) after 200 kB.
+FIRST_LINE = "head -n 1"
+SOME = "head -c 200000"
+
+
 @pytest.mark.parametrize(
-    ("deployed", "method"),
-    [("sbm-cramped", "stream"), ("stackblitz", "seed")],
-    indirect=["deployed"],
-    ids=["stream-out", "seed"],
+    ("method", "pattern", "cut"),
+    [("stream", "*sbm-progress*", FIRST_LINE), ("seed", "*pg_dump*", SOME)],
+    ids=["stream", "seed"],
 )
 def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
     cluster: kube.Kube,
@@ -357,26 +366,27 @@ def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
     host_target: pgserver.Server,
     tmp_path: Path,
     method: str,
+    pattern: str,
+    cut: str,
 ) -> None:
-    """A kubectl that ends pg_dump's stream early and exits 0, like kubernetes issue 124571.
-    --method seed finds out before any restore; --method stream, streaming the archive out (the
-    pod has no room to keep it), whose restore has begun, drops what it created."""
+    """A kubectl that ends the dump's exec stream early and exits 0, like kubernetes issue
+    124571. --method seed finds out before any restore; --method stream, whose restore has
+    begun in the pod, misses pg_dump's marked status, and drops what it created."""
     _drop_target(host_target)
     outcome = run_runbook(
         tmp_path,
         *_args(cluster, host_target, tmp_path),
-        "--namespace",
-        deployed.namespace,
         "--allow-active-connections",
         "--method",
         method,
-        env=_env(_kubectl_cutting(tmp_path, "*pg_dump*")),
+        env=_env(_kubectl_cutting(tmp_path, pattern, cut=cut)),
     )
     assert outcome.code == 1, outcome.output[-3000:]
     check = {"stream": "test_dump_is_streamed_into_target", "seed": "test_dump_is_taken"}[method]
     failed = outcome.check(check)
     assert failed["outcome"] == "failed" and "take the dump again" in failed["message"]
     if method == "stream":  # the pod's pg_restore may or may not have created it by then
+        assert "the exec stream ended before the pod reported" in failed["message"], failed
         assert "was dropped from the target" in failed["message"] or (
             "the target has no" in failed["message"]
         ), failed
@@ -388,32 +398,68 @@ def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
         assert conn.execute(
             "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
         ).fetchone() == (0,)
+    assert _pod_sessions(cluster, deployed) == ""
 
 
-def test_archive_fetch_cut_short_is_caught_and_keeps_nothing(
+def _pod_sessions(cluster: kube.Kube, install: sbns.Install) -> str:
+    """The run's sessions still on the source (the held snapshot's, a pg_dump's), read in the
+    pod, once they are gone or 20 s have passed."""
+    pod = kube.PostgresPod(install.namespace, "postgres-0", "postgres", sbns.USER)
+    query = (
+        "SELECT application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+        "(application_name LIKE 'stackblitz-migrate%' OR application_name = 'pg_dump')"
+    )
+    argv = ["psql", "-XAtq", "-U", sbns.USER, "-d", sbns.DATABASE, "-c", query]
+    deadline = time.monotonic() + 20
+    while True:
+        found = subprocess.run(
+            kube.exec_argv(cluster, pod, argv, stdin=False),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+@pytest.mark.parametrize("once", [True, False], ids=["cut-once-retried", "cut-twice"])
+def test_archive_stream_cut_short_is_retried_or_fails_in_one_line_keeping_the_target(
     cluster: kube.Kube,
     deployed: sbns.Install,
     host_target: pgserver.Server,
     tmp_path: Path,
+    once: bool,
 ) -> None:
-    """The archive kept in the pod comes out after verification; an exec stream that ends it
-    early (twice: the fetch tries once more) leaves no artifact that looks whole, the run fails
-    saying so, and the pod's copy is removed all the same. The verified target stays."""
+    """Stage 6's exec stream (the archive, after verification) ending early with exit code 0:
+    the pod's byte count catches it and the artifact is dumped once more from the held
+    snapshot; cut twice, the run fails in one line saying the verified target is kept, with no
+    half-written archive, nothing left in the pod and no held session on the source."""
     _drop_target(host_target)
     outcome = run_runbook(
         tmp_path,
         *_args(cluster, host_target, tmp_path),
         "--allow-active-connections",
         "--no-key",
-        env=_env(_kubectl_cutting(tmp_path, "*stackblitz-migrate-*.dump/archive*")),
+        env=_env(_kubectl_cutting(tmp_path, '*"| wc -c |"*', cut=SOME, once=once)),
     )
-    assert outcome.code == 1, outcome.output[-3000:]
     doc = outcome.evidence
-    assert doc["verified"] is True and doc["preflight"]["artifact"]["artifact"].startswith("kept")
-    failed = outcome.check("test_artifact_is_in_the_workdir_with_its_checksums")
-    assert "is not the one restored" in failed["message"], failed
-    assert not [*outcome.workdir.glob("*.dump*")]
-    assert [line for line in doc["cleanup"] if line.endswith("removed before it was fetched")]
+    assert doc["verified"] is True
+    if once:
+        assert outcome.code == 0, outcome.output[-3000:]
+        _assert_artifact_dumped_after_verification(doc)
+    else:
+        assert outcome.code == 1, outcome.output[-3000:]
+        failed = outcome.check("test_artifact_is_in_the_workdir_with_its_checksums")["message"]
+        assert "\n" not in failed and "(tried 2 times)" in failed, failed
+        assert "exec stream ended" in failed and "the target is verified and kept" in failed
+        assert doc["dump"]["written"] is False
+        assert not [*outcome.workdir.glob("*.dump*")]
+        with _connect_target(host_target) as conn:  # verified: it stays
+            assert conn.execute(
+                "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
+            ).fetchone() == (1,)
+    assert _pod_sessions(cluster, deployed) == ""
     pod = kube.PostgresPod(deployed.namespace, "postgres-0", "postgres", sbns.USER)
     left = subprocess.run(
         kube.exec_argv(cluster, pod, ["ls", "-A", "/tmp"], stdin=False),
