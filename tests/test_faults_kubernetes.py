@@ -144,8 +144,9 @@ def _verifying(server: pgserver.Server) -> bool:
     with _target(server) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-            "AND pid <> pg_backend_pid() AND query LIKE %s",
-            ("%::bit(64)::bigint%",),  # the data digest: verification's own query
+            "AND pid <> pg_backend_pid() AND (query LIKE %s OR query LIKE %s)",
+            # the data digest, verification's own query, with either row digest (checks.rowdigest)
+            ("%hashtextextended(%", "%::bit(64)::bigint%"),
         ).fetchone()
     return bool(row and row[0])
 

@@ -183,6 +183,7 @@ def test_kubernetes_migration_is_verified(
     assert seen == (256,)
     _assert_no_secret_left(test_cluster, deployed, host_target, outcome)
     _assert_archive_restores_by_hand(doc, host_target)
+    _assert_the_pod_counts_what_a_program_writes(cluster, deployed)
 
 
 def _assert_artifact_dumped_after_verification(doc: dict) -> None:  # type: ignore[type-arg]
@@ -204,6 +205,24 @@ def _assert_artifact_dumped_after_verification(doc: dict) -> None:  # type: igno
     (written,) = [c for c in doc["checks"] if c["stage"] == "artifact"]
     verified_at = datetime.fromisoformat(doc["outage"]["verified_at"]).timestamp()
     assert written["started"] >= verified_at - 1  # the outage ends before the archive begins
+
+
+def _assert_the_pod_counts_what_a_program_writes(cluster: kube.Kube, install: sbns.Install) -> None:
+    """What the stream's progress rests on (kubernetes.STREAM_SCRIPT): in an exec into the pod,
+    a program's written bytes can be read from /proc/<pid>/io (the copy here is too quick to
+    show it in the run's own progress line)."""
+    pod = kube.PostgresPod(install.namespace, "postgres-0", "postgres", sbns.USER)
+    script = (
+        "{ head -c 5000000 /dev/zero; sleep 2; } > /dev/null & p=$!; sleep 1; "
+        "sed -n 's/^wchar: //p' /proc/$p/io; wait"
+    )
+    done = subprocess.run(
+        kube.exec_argv(cluster, pod, ["sh", "-c", script], stdin=False),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "5000000", done
 
 
 def _table_counts(conn: psycopg.Connection) -> dict[str, int]:
