@@ -253,10 +253,9 @@ class DirectSource:
             )
             assert proc.stdout
             try:
-                size, sha = stream.tee(
+                size, sha = stream.keep(
                     proc.stdout,
                     dest,
-                    None,
                     release=lambda _size, _sha: _exited(proc, part, errlog),
                     progress=progress,
                 )

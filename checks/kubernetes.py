@@ -166,7 +166,7 @@ wait "$reporting"
 
 # Stage 6 (artifact), after verification: pg_dump as in STREAM_SCRIPT, from the held snapshot
 # ($3; $1 the database, $2 the user), out on stdout (fd 3) to this host, where it is written
-# with its SHA-256 (stream.tee), and through `wc -c`: the count, marked on stderr with pg_dump's
+# with its SHA-256 (stream.keep), and through `wc -c`: the count, marked on stderr with pg_dump's
 # status, proves the copy here whole (an exec stream's known failure is ending early with exit
 # code 0). Nothing is written in the pod.
 ARTIFACT_SCRIPT = (
@@ -503,10 +503,9 @@ class KubernetesSource:
             )
         )
         try:
-            return stream.tee(
+            return stream.keep(
                 pod.stdout,
                 dest,
-                None,
                 release=lambda size, _sha: pod.finish(size=size, then="the archive is not kept"),
                 progress=progress,
             )

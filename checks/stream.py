@@ -11,7 +11,7 @@ the parts, each restorable with pg_restore, and a SHA256SUMS file (`sha256sum -c
 Writing the artifact during the copy made the outage carry it, so the copy writes nothing: in
 direct mode it only relays (`into`), in Kubernetes mode pg_dump feeds pg_restore inside the pod;
 the artifact is dumped after verification from the copy's own snapshot, held open till then
-(checks.held), so it holds the rows the target got, and written here with its SHA-256 (`tee`).
+(checks.held), so it holds the rows the target got, and written here with its SHA-256 (`keep`).
 
 pg_restore fails on an archive that ends early (a data block it needs is missing). Whatever
 else proves the stream whole (pg_dump's exit status, an in-pod checksum) runs before the sink is
@@ -109,20 +109,35 @@ def seal(partial: Path, final: Path, parts: list[Part]) -> Archive:
     return Archive(final, tuple(parts))
 
 
-def tee(
+def _chunks(stream: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
+    """pg_dump's archive as it arrives, checked to start as one, counted by `progress`."""
+    first = True
+    with progress.streaming() if progress else contextlib.nullcontext():
+        while chunk := stream.read(CHUNK):
+            if first and not chunk.startswith(_MAGIC):
+                raise errors.DumpFailed(
+                    "pg_dump's output is not a custom-format archive: check its log"
+                )
+            first = False
+            yield chunk
+            if progress:
+                progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
+    if first:
+        raise errors.DumpFailed("pg_dump wrote nothing: check its log")
+
+
+def keep(
     stream: BinaryIO,
     dest: Path,
-    sink: BinaryIO | None,
     *,
     release: Callable[[int, str], None],
     progress: Progress | None = None,
 ) -> tuple[int, str]:
-    """Copy `stream` to `dest` (mode 0600: it holds every user's data) and to `sink`, if any.
+    """Write `stream` to `dest` (mode 0600: it holds every user's data), hashing it.
 
     When the stream ends, `release(size, sha256)` runs: it checks whatever else proves the
-    dump and only then closes the sink, so the restore may finish; then the file is synced.
-    Returns its size and SHA-256. Raises DumpFailed (the sink still open: see `into`) or
-    SinkStopped.
+    dump whole; then the file is synced. Returns its size and SHA-256; the file is removed on
+    any failure. Raises DumpFailed.
     """
     try:
         out = private.open_private(dest, exclusive=True)
@@ -132,24 +147,10 @@ def tee(
     size = 0
     try:
         with out, syncing(out):
-            with progress.streaming() if progress else contextlib.nullcontext():
-                while chunk := stream.read(CHUNK):
-                    if size == 0 and not chunk.startswith(_MAGIC):
-                        raise errors.DumpFailed(
-                            "pg_dump's output is not a custom-format archive: check its log"
-                        )
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
-                    try:
-                        if sink:
-                            sink.write(chunk)
-                    except BrokenPipeError:
-                        raise SinkStopped() from None
-                    if progress:
-                        progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
-            if size == 0:
-                raise errors.DumpFailed("pg_dump wrote nothing: check its log")
+            for chunk in _chunks(stream, progress):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
             release(size, digest.hexdigest())
     except BaseException:
         dest.unlink(missing_ok=True)
@@ -165,23 +166,15 @@ def relay(
     progress: Progress | None = None,
 ) -> int:
     """Copy `stream` into `sink` (a restore's stdin); `release(size)` runs when the stream ends,
-    as in `tee`. Returns the size. Raises DumpFailed or SinkStopped."""
+    as in `keep`, before the sink is closed. Returns the size. Raises DumpFailed or
+    SinkStopped."""
     size = 0
-    with progress.streaming() if progress else contextlib.nullcontext():
-        while chunk := stream.read(CHUNK):
-            if size == 0 and not chunk.startswith(_MAGIC):
-                raise errors.DumpFailed(
-                    "pg_dump's output is not a custom-format archive: check its log"
-                )
-            size += len(chunk)
-            try:
-                sink.write(chunk)
-            except BrokenPipeError:
-                raise SinkStopped() from None
-            if progress:
-                progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
-    if size == 0:
-        raise errors.DumpFailed("pg_dump wrote nothing: check its log")
+    for chunk in _chunks(stream, progress):
+        size += len(chunk)
+        try:
+            sink.write(chunk)
+        except BrokenPipeError:
+            raise SinkStopped() from None
     release(size)
     return size
 
