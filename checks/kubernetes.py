@@ -19,6 +19,7 @@ import re
 import shlex
 import subprocess
 import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -91,6 +92,7 @@ DUMP_SCRIPT = (
 _LOGIN = """set -eu
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
+trap 'exit 143' TERM  # the EXIT trap runs on a SIGTERM too (STOP_SCRIPT's)
 IFS= read -r PGPASSWORD
 export PGPASSWORD
 IFS= read -r ca
@@ -115,11 +117,11 @@ gunzip -c "$dir/dump.sql.gz" | """
 )
 _RESTORE = stream.restore_flags(creates=True)
 # --method stream: $2 is the database, $3 the user (as in DUMP_SCRIPT), $4 the snapshot exported
-# on this host and held there (checks.held). pg_dump's archive goes straight into pg_restore
-# through a fifo (the seed's programs and network path to the target), and nowhere else: the
-# archive is dumped again from the same snapshot after verification (ARTIFACT_SCRIPT), so the
-# copy carries no file, no hash and no second stream. pg_restore's success proves the archive
-# whole in the pod.
+# on this host and held there (checks.held), $5 `sbm-run=<token>`, which only STOP_SCRIPT reads.
+# pg_dump's archive goes straight into pg_restore through a fifo (the seed's programs and
+# network path to the target), and nowhere else: the archive is dumped again from the same
+# snapshot after verification (ARTIFACT_SCRIPT), so the copy carries no file, no hash and no
+# second stream. pg_restore's success proves the archive whole in the pod.
 # For the progress line and the stall watch (checks.stall), a reporter prints
 # `sbm-progress:<bytes>` on stdout once a second: what pg_dump has written (`wchar` in
 # /proc/<pid>/io: the kernel counts it, no byte is copied to count it). Where that file cannot
@@ -163,6 +165,41 @@ wait "$restoring"
 wait "$reporting"
 """
 )
+
+# A stream whose exec was cut off here (kubectl killed, the connection lost, a signal) runs on in
+# the pod until its watchdog sees stdin end, which the exec's stream may deliver late: a
+# pg_restore that connects to the target after the run's cleanup has looked there would create
+# the database behind it. So the cleanup first stops, through an exec of its own, every process
+# of the script whose arguments hold `sbm-run=$1` (the script and its subshells share its
+# arguments) and every process under them, until none is left, at most 20 s; exit 0 once none
+# is. The script's TERM trap still removes its temporary directory.
+STOP_SCRIPT = """sbm_tree() {  # $1 and every process under it
+  echo "$1"
+  for stat in /proc/[0-9]*/stat; do
+    read -r pid comm state ppid rest 2>/dev/null < "$stat" || continue
+    if [ "$ppid" = "$1" ] && [ "$state" != Z ]; then sbm_tree "$pid"; fi
+  done
+}
+mark="sbm-run=$1"
+tries=0
+while [ "$tries" -lt 100 ]; do
+  ours=
+  for cmdline in /proc/[0-9]*/cmdline; do
+    pid=${cmdline#/proc/}; pid=${pid%/cmdline}
+    read -r _ _ state _ 2>/dev/null < "/proc/$pid/stat" || continue
+    [ "$state" = Z ] && continue
+    if tr '\\0' '\\n' < "$cmdline" 2>/dev/null | grep -qxF -- "$mark"; then
+      ours="$ours $(sbm_tree "$pid")"
+    fi
+  done
+  [ -z "$ours" ] && exit 0
+  for pid in $ours; do kill "$pid" 2>/dev/null; kill -CONT "$pid" 2>/dev/null; done
+  sleep 0.2
+  tries=$((tries + 1))
+done
+exit 1
+"""
+STOP_WAIT_S = 40  # STOP_SCRIPT's own 20 s, and the exec's start
 
 # Stage 6 (artifact), after verification: pg_dump as in STREAM_SCRIPT, from the held snapshot
 # ($3; $1 the database, $2 the user), out on stdout (fd 3) to this host, where it is written
@@ -410,6 +447,7 @@ class KubernetesSource:
     def _stream(
         self, target: Endpoint, *, log: Path, progress: Progress | None, snapshot: str
     ) -> stream.Part:
+        run = uuid.uuid4().hex
         proc = self._start_restore(
             STREAM_SCRIPT,
             target,
@@ -417,6 +455,7 @@ class KubernetesSource:
             self.database,
             self.pod.user,
             snapshot,
+            f"sbm-run={run}",
             stdout=subprocess.PIPE,
         )
         pod = _PodDump(proc)  # stdin stays open: the pod's watchdog (GUARD) reads it
@@ -451,10 +490,25 @@ class KubernetesSource:
                 raise _restore_failed(code, log)
         except BaseException:
             pod.abort()
+            self._stop_in_pod(run)
             raise
         log.unlink()
         by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
         return stream.Part(f"{self.database}.dump", reported.bytes, None, by_hand)
+
+    def _stop_in_pod(self, run: str) -> bool:
+        """Stop what is left in the pod of the stream script marked `run` (STOP_SCRIPT); whether
+        none is left. A pod that cannot be reached leaves it to the script's watchdog."""
+        argv = kube.exec_argv(
+            self.kube, self.pod, ["sh", "-c", STOP_SCRIPT, "sh", run], stdin=False
+        )
+        proc = children.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            return proc.wait(timeout=STOP_WAIT_S) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return False
 
     def kept_evidence(self) -> dict[str, object]:
         """For the dump's evidence until the artifact is written. `streamed_bytes` is what

@@ -420,6 +420,71 @@ def test_dump_stream_cut_short_is_caught_and_leaves_no_database(
     assert _pod_sessions(cluster, deployed) == ""
 
 
+def _kubectl_losing_the_stream(tmp_path: Path, restore_delay_s: int) -> Path:
+    """A kubectl whose stream script's output ends here after its third line (pg_dump has
+    imported the snapshot by then), exit code 0, while the exec itself goes on: its output is
+    drained and its stdin stays open (so the pod's watchdog never hears that this side is
+    gone), as when the connection to this host is lost but not the pod's. The pod's pg_restore
+    is also made slow to start (the script is edited: its archive passes through `sleep; cat`
+    first), so that the run's cleanup looks at the target before pg_restore has connected to
+    it. A test double of a network fault: a real one cannot be caused on cue here."""
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
+    slow = f'{{ {{ sleep {restore_delay_s}; cat; }} < "$dir/archive" | pg_restore \\1'
+    edit = f's#{{ pg_restore \\(.*\\) < "$dir/archive"#{slow}#'
+    (wrapper / "kubectl").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *sbm-progress*)\n'
+        "  for a do shift\n"
+        '    case "$a" in *mkfifo*)\n'
+        f"      a=$(printf '%s\\n' \"$a\" | sed '{edit}');;\n"
+        "    esac\n"
+        '    set -- "$@" "$a"\n'
+        "  done\n"
+        '  out=$(mktemp -u); mkfifo "$out"; exec 4<&0\n'
+        f'  "{real}" "$@" <&4 > "$out" 2>/dev/null &\n'
+        # (the drain's stdin given: a background job's is /dev/null unless given)
+        '  exec 6< "$out"; rm -f "$out"; head -n 3 <&6; cat <&6 > /dev/null 2>&1 & exit 0;;\n'
+        "esac\n"
+        f'exec "{real}" "$@"\n'
+    )
+    (wrapper / "kubectl").chmod(0o755)
+    return wrapper
+
+
+def test_lost_stream_whose_restore_connects_late_creates_nothing_after_the_run(
+    cluster: kube.Kube,
+    deployed: sbns.Install,
+    host_target: pgserver.Server,
+    tmp_path: Path,
+) -> None:
+    """The stream lost on this side only, the pod's pg_restore not yet connected to the target:
+    the run stops what is left of the script in the pod before it looks at the target, so no
+    database appears there after the run has said there is none (CI saw one appear when the
+    pod's watchdog heard of the lost stream too late)."""
+    _drop_target(host_target)
+    delay_s = 4
+    outcome = run_runbook(
+        tmp_path,
+        *_args(cluster, host_target, tmp_path),
+        "--allow-active-connections",
+        env=_env(_kubectl_losing_the_stream(tmp_path, delay_s)),
+    )
+    assert outcome.code == 1, outcome.output[-3000:]
+    failed = outcome.check("test_dump_is_streamed_into_target")
+    assert "the exec stream ended before the pod reported" in failed["message"], failed
+    time.sleep(delay_s + 4)  # past the moment the slowed pg_restore would connect
+    with _connect_target(host_target) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_database WHERE datname = %s", (sbns.DATABASE,)
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'stackblitz%'"
+        ).fetchone() == (0,)
+    assert _pod_sessions(cluster, deployed) == ""
+
+
 def _pod_sessions(cluster: kube.Kube, install: sbns.Install) -> str:
     """The run's sessions still on the source (the held snapshot's, a pg_dump's), read in the
     pod, once they are gone or 20 s have passed."""
