@@ -345,6 +345,21 @@ def test_discovery_without_a_pod_names_what_to_pass(cluster: kube.Kube) -> None:
         kube.find_postgres_pod(cluster, namespace="kube-system", pod_name=None)
 
 
+def test_the_pods_bridge_keeps_a_mac_of_its_own(test_cluster: clusters.TestCluster) -> None:
+    """tests/cluster's bridge (the pods' way to this host) has its MAC set, so the kernel never
+    changes it: left unset, it is its lowest port's, and it changed whenever a pod came or
+    went, and pods that had cached the old one could not reach the target for two minutes (CI
+    failed so, at random). kind's bridges are Docker's, which sets theirs."""
+    if test_cluster.name != "own":
+        pytest.skip("kind's network is Docker's")
+    device = Path("/sys/class/net") / os.environ.get("BRIDGE", "sbm0")  # tests/cluster/env.sh
+    # addr_assign_type 3 is NET_ADDR_SET: set by a user, never recomputed from the ports.
+    assert (device / "addr_assign_type").read_text().strip() == "3"
+    assert (device / "address").read_text().strip() == os.environ.get(
+        "BRIDGE_MAC", "02:73:62:6d:00:01"
+    )
+
+
 def _kubectl_cutting(tmp_path: Path, pattern: str, *, cut: str, once: bool = False) -> Path:
     """A kubectl whose exec output ends early, with exit code 0, when its argv matches
     `pattern` (a shell case pattern), like kubernetes issue 124571: `cut` is a shell command

@@ -13,6 +13,7 @@ NODE_NAME=${NODE_NAME:-sbm-node}
 # The pods' bridge. Its address is the node IP (the kubelet refuses a loopback one) and the
 # address at which pods reach the host. Both ranges are private to this machine.
 BRIDGE=${BRIDGE:-sbm0}
+BRIDGE_MAC=${BRIDGE_MAC:-02:73:62:6d:00:01}  # 02: locally administered
 POD_CIDR=${POD_CIDR:-10.244.0.0/24}
 HOST_IP=${HOST_IP:-10.244.0.1}
 SERVICE_CIDR=${SERVICE_CIDR:-10.96.0.0/12}
