@@ -43,6 +43,16 @@ from checks.endpoint import Endpoint
 from checks.progress import Progress
 from checks.restore import MAINTENANCE_DB
 
+# "pid (comm)" of every live process under $1 (a zombie has ended: nothing to stop), for the
+# scripts that stop a run's programs in the pod (GUARD, STOP_SCRIPT).
+_KIDS = """sbm_kids() {
+  for stat in /proc/[0-9]*/stat; do
+    read -r pid comm state ppid rest 2>/dev/null < "$stat" || continue
+    if [ "$ppid" = "$1" ] && [ "$state" != Z ]; then echo "$pid $comm"; sbm_kids "$pid"; fi
+  done
+}
+"""
+
 # The local side of a script that copies holds the exec's stdin open until the script has
 # ended, and then sends "end". Stdin ending without it means the local side is gone (kubectl
 # killed, the runbook stopped, the connection cut): an exec'd process is not stopped with its
@@ -53,13 +63,9 @@ from checks.restore import MAINTENANCE_DB
 # out marks it done in $sbm_done, and the watchdog then lets it finish (a restore building its
 # indexes ends by itself, or when the run's cleanup drops its database). It reads fd 5, a copy
 # of stdin: a background job's own stdin is /dev/null. The script never waits for it.
-GUARD = """sbm_kids() {  # "pid (comm)" of every process under $1
-  for stat in /proc/[0-9]*/stat; do
-    read -r pid comm state ppid rest 2>/dev/null < "$stat" || continue
-    if [ "$ppid" = "$1" ]; then echo "$pid $comm"; sbm_kids "$pid"; fi
-  done
-}
-exec 5<&0
+GUARD = (
+    _KIDS
+    + """exec 5<&0
 { IFS= read -r word <&5 || word=
   sleep 1  # the output's own end ends stdin too: give the script time to say so
   if [ "$word" != end ] && ! [ -e "${sbm_done:-/nonexistent}" ]; then
@@ -73,6 +79,7 @@ exec 5<&0
   fi
 } >/dev/null 2>&1 &
 """
+)
 END = b"end\n"  # the local side has all it needs: the watchdog leaves the script be
 
 # --method seed: $1 is the database, $2 the user (the container's POSTGRES_USER may be unset, as
@@ -173,14 +180,9 @@ wait "$reporting"
 # of the script whose arguments hold `sbm-run=$1` (the script and its subshells share its
 # arguments) and every process under them, until none is left, at most 20 s; exit 0 once none
 # is. The script's TERM trap still removes its temporary directory.
-STOP_SCRIPT = """sbm_tree() {  # $1 and every process under it
-  echo "$1"
-  for stat in /proc/[0-9]*/stat; do
-    read -r pid comm state ppid rest 2>/dev/null < "$stat" || continue
-    if [ "$ppid" = "$1" ] && [ "$state" != Z ]; then sbm_tree "$pid"; fi
-  done
-}
-mark="sbm-run=$1"
+STOP_SCRIPT = (
+    _KIDS
+    + """mark="sbm-run=$1"
 tries=0
 while [ "$tries" -lt 100 ]; do
   ours=
@@ -189,7 +191,7 @@ while [ "$tries" -lt 100 ]; do
     read -r _ _ state _ 2>/dev/null < "/proc/$pid/stat" || continue
     [ "$state" = Z ] && continue
     if tr '\\0' '\\n' < "$cmdline" 2>/dev/null | grep -qxF -- "$mark"; then
-      ours="$ours $(sbm_tree "$pid")"
+      ours="$ours $pid $(sbm_kids "$pid" | while read -r kid _; do echo "$kid"; done)"
     fi
   done
   [ -z "$ours" ] && exit 0
@@ -199,6 +201,7 @@ while [ "$tries" -lt 100 ]; do
 done
 exit 1
 """
+)
 STOP_WAIT_S = 40  # STOP_SCRIPT's own 20 s, and the exec's start
 
 # Stage 6 (artifact), after verification: pg_dump as in STREAM_SCRIPT, from the held snapshot
@@ -277,11 +280,13 @@ class KubernetesSource:
     def secrets(self) -> set[str]:
         return {self._password} if self._password else set()
 
-    def _run(self, script: str, *args: str, stdin: bytes | None = None) -> bytes:
+    def _run(
+        self, script: str, *args: str, stdin: bytes | None = None, timeout: float | None = None
+    ) -> bytes:
         argv = kube.exec_argv(
             self.kube, self.pod, ["sh", "-c", script, "sh", *args], stdin=stdin is not None
         )
-        done = subprocess.run(argv, input=stdin, capture_output=True, check=False)
+        done = subprocess.run(argv, input=stdin, capture_output=True, check=False, timeout=timeout)
         if done.returncode != 0:
             raise errors.ConnectionFailed(
                 f"kubectl exec in {self.pod.namespace}/{self.pod.name} failed: "
@@ -496,19 +501,12 @@ class KubernetesSource:
         by_hand = shlex.join(["pg_restore", *_RESTORE, "-d", MAINTENANCE_DB])
         return stream.Part(f"{self.database}.dump", reported.bytes, None, by_hand)
 
-    def _stop_in_pod(self, run: str) -> bool:
-        """Stop what is left in the pod of the stream script marked `run` (STOP_SCRIPT); whether
-        none is left. A pod that cannot be reached leaves it to the script's watchdog."""
-        argv = kube.exec_argv(
-            self.kube, self.pod, ["sh", "-c", STOP_SCRIPT, "sh", run], stdin=False
-        )
-        proc = children.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            return proc.wait(timeout=STOP_WAIT_S) == 0
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return False
+    def _stop_in_pod(self, run: str) -> None:
+        """Stop what is left in the pod of the stream script marked `run` (STOP_SCRIPT). A pod
+        that cannot be reached, or one where something outlives it, leaves it to the script's
+        watchdog and the cleanup's wait for the restorer's sessions (restore.drop_partial)."""
+        with contextlib.suppress(errors.ConnectionFailed, subprocess.TimeoutExpired):
+            self._run(STOP_SCRIPT, run, timeout=STOP_WAIT_S)
 
     def kept_evidence(self) -> dict[str, object]:
         """For the dump's evidence until the artifact is written. `streamed_bytes` is what

@@ -360,27 +360,36 @@ def test_the_pods_bridge_keeps_a_mac_of_its_own(test_cluster: clusters.TestClust
     )
 
 
+def _kubectl_wrapper(tmp_path: Path, pattern: str, branch: str) -> Path:
+    """A directory holding a kubectl that runs the shell lines `branch` when its argv matches
+    `pattern` (a shell case pattern; $real is the real kubectl there), and is the real one
+    otherwise."""
+    wrapper = tmp_path / "bin"
+    wrapper.mkdir()
+    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
+    (wrapper / "kubectl").write_text(
+        f"#!/bin/sh\nreal={shlex.quote(real)}\n"
+        f'case "$*" in {pattern})\n{branch}esac\n'
+        'exec "$real" "$@"\n'
+    )
+    (wrapper / "kubectl").chmod(0o755)
+    return wrapper
+
+
 def _kubectl_cutting(tmp_path: Path, pattern: str, *, cut: str, once: bool = False) -> Path:
     """A kubectl whose exec output ends early, with exit code 0, when its argv matches
     `pattern` (a shell case pattern), like kubernetes issue 124571: `cut` is a shell command
     that reads the exec's stdout, passes on what it lets through and returns; kubectl is then
     killed. `once`: only the first such exec."""
-    wrapper = tmp_path / "bin"
-    wrapper.mkdir()
-    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
-    done = wrapper / "cut-once"
-    (wrapper / "kubectl").write_text(
-        "#!/bin/sh\n"
-        f'case "$*" in {pattern})\n'
-        + (f'  if [ -e {done} ]; then exec "{real}" "$@"; fi; : > {done}\n' if once else "")
+    done = tmp_path / "cut-once"
+    return _kubectl_wrapper(
+        tmp_path,
+        pattern,
+        (f'  if [ -e {done} ]; then exec "$real" "$@"; fi; : > {done}\n' if once else "")
         # (a background job's stdin is /dev/null unless given: the scripts read theirs)
-        + f'  out=$(mktemp -u); mkfifo "$out"; exec 4<&0; "{real}" "$@" <&4 > "$out" & k=$!\n'
-        f'  {cut} < "$out"; kill -9 $k; rm -f "$out"; exit 0;;\n'
-        "esac\n"
-        f'exec "{real}" "$@"\n'
+        + '  out=$(mktemp -u); mkfifo "$out"; exec 4<&0; "$real" "$@" <&4 > "$out" & k=$!\n'
+        f'  {cut} < "$out"; kill -9 $k; rm -f "$out"; exit 0;;\n',
     )
-    (wrapper / "kubectl").chmod(0o755)
-    return wrapper
 
 
 # The stream's exec (its progress lines) cut after the first, as the copy begins; the seed's and
@@ -443,14 +452,11 @@ def _kubectl_losing_the_stream(tmp_path: Path, restore_delay_s: int) -> Path:
     is also made slow to start (the script is edited: its archive passes through `sleep; cat`
     first), so that the run's cleanup looks at the target before pg_restore has connected to
     it. A test double of a network fault: a real one cannot be caused on cue here."""
-    wrapper = tmp_path / "bin"
-    wrapper.mkdir()
-    real = subprocess.run(["which", "kubectl"], capture_output=True, text=True).stdout.strip()
     slow = f'{{ {{ sleep {restore_delay_s}; cat; }} < "$dir/archive" | pg_restore \\1'
     edit = f's#{{ pg_restore \\(.*\\) < "$dir/archive"#{slow}#'
-    (wrapper / "kubectl").write_text(
-        "#!/bin/sh\n"
-        'case "$*" in *sbm-progress*)\n'
+    return _kubectl_wrapper(
+        tmp_path,
+        "*sbm-progress*",
         "  for a do shift\n"
         '    case "$a" in *mkfifo*)\n'
         f"      a=$(printf '%s\\n' \"$a\" | sed '{edit}');;\n"
@@ -458,14 +464,10 @@ def _kubectl_losing_the_stream(tmp_path: Path, restore_delay_s: int) -> Path:
         '    set -- "$@" "$a"\n'
         "  done\n"
         '  out=$(mktemp -u); mkfifo "$out"; exec 4<&0\n'
-        f'  "{real}" "$@" <&4 > "$out" 2>/dev/null &\n'
+        '  "$real" "$@" <&4 > "$out" 2>/dev/null &\n'
         # (the drain's stdin given: a background job's is /dev/null unless given)
-        '  exec 6< "$out"; rm -f "$out"; head -n 3 <&6; cat <&6 > /dev/null 2>&1 & exit 0;;\n'
-        "esac\n"
-        f'exec "{real}" "$@"\n'
+        '  exec 6< "$out"; rm -f "$out"; head -n 3 <&6; cat <&6 > /dev/null 2>&1 & exit 0;;\n',
     )
-    (wrapper / "kubectl").chmod(0o755)
-    return wrapper
 
 
 def test_lost_stream_whose_restore_connects_late_creates_nothing_after_the_run(
