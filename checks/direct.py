@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 import shlex
 import subprocess
+from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from checks import (
     children,
@@ -22,11 +25,13 @@ from checks import (
     restore,
     scratch,
     stream,
+    tablecopy,
 )
 from checks import dump as dumping
 from checks.dumpfile import DumpFile
 from checks.endpoint import Endpoint
 from checks.progress import Progress
+from checks.tablecopy import Slice
 
 ARTIFACT_HOW = (
     "dumped after verification, off the outage, from the copy's own snapshot (the rows the "
@@ -46,7 +51,8 @@ class DirectSource:
     kept: list[stream.Part] | None = None
     artifact_snapshot: str | None = None  # which snapshot the artifact came from
     _held: held.Held | None = field(default=None, repr=False)
-    _plan: list[parts.Part] = field(default_factory=list, repr=False)
+    _plan: list[parts.Part] = field(default_factory=list, repr=False)  # the artifact's
+    _binary_copy: str = field(default="", repr=False)  # the tables checks.tablecopy copied
 
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "host": self.endpoint.host, "port": self.endpoint.port}
@@ -118,9 +124,10 @@ class DirectSource:
         progress: Progress | None = None,
         early: overlap.Early | None = None,
     ) -> list[stream.Part]:
-        """The parts of checks.parts, each pg_dump into pg_restore, all from one snapshot,
-        which stays held for the artifact (`fetch_kept`, after verification: checks.held);
-        no file is written here. `early` digests both sides while they run (checks.overlap)."""
+        """checks.tablecopy's steps: pg_dump into pg_restore for the schema, the indexes and
+        the smaller tables' data, binary COPY for the larger tables; all from one snapshot,
+        which stays held for the artifact (`fetch_kept`, after verification: checks.held); no
+        file is written here. `early` digests both sides while they run (checks.overlap)."""
         tools = self._tools_for(target_major)
         self.remove_kept()
         done: list[stream.Part] = []
@@ -128,7 +135,9 @@ class DirectSource:
         try:
             if early:
                 early.start_source(self.connect, snapshot.name)
-            steps = parts.plan(snapshot.conn, self.jobs)
+            source_major = snapshot.conn.info.server_version // 10000
+            steps = tablecopy.steps(snapshot.conn, self.jobs, source_major)
+            slices_left = Counter(p.table for step in steps for p in step if isinstance(p, Slice))
             for step in steps:
                 # On any error or signal here, the children stop before the pool waits for
                 # the threads that feed them.
@@ -136,24 +145,37 @@ class DirectSource:
                 with pool, children.stopped_on_error():
                     runs = {
                         pool.submit(
-                            self._stream_part, tools, part, snapshot.name, target, log, progress
+                            self._copy_slice if isinstance(part, Slice) else self._stream_part,
+                            tools,
+                            part,  # type: ignore[arg-type]
+                            snapshot.name,
+                            target,
+                            log,
+                            progress,
                         ): part
                         for part in step
                     }
                     for run in as_completed(runs):
                         run.result()
-                        if early and runs[run].data:
-                            early.loaded(runs[run])
+                        part = runs[run]
+                        if isinstance(part, Slice):
+                            slices_left[part.table] -= 1
+                            if early and slices_left[part.table] == 0:
+                                early.loaded_tables([part.table])
+                        elif early and part.data:
+                            early.loaded(part)
                     done += [run.result() for run in runs]  # in the plan's order
             if early:
                 early.all_loaded()
+            plan = parts.plan(snapshot.conn, self.jobs)  # the artifact's: pg_dump's parts
         except BaseException:
             snapshot.close()
             if early:
                 early.close()  # before the copy's cleanup drops what it created
             raise
         self._held = snapshot
-        self._plan = [part for step in steps for part in step]
+        self._plan = [part for step in plan for part in step]
+        self._binary_copy = _binary_copy(steps)
         self.kept = done
         return done
 
@@ -173,35 +195,60 @@ class DirectSource:
         restore_argv = restore.pg_restore_argv(tools, into.conninfo(), creates=part.creates)
         dump_log = log.with_name(f"{log.name}.{part.name}.pg_dump.log")
         restore_log = log.with_name(f"{log.name}.{part.name}.log")
-        with (
-            private.open_private(dump_log) as dump_err,
-            private.open_private(restore_log) as restore_err,
-        ):
-            pg_dump = children.popen(
-                argv, stdout=subprocess.PIPE, stderr=dump_err, env=self.endpoint.child_env()
-            )
-            pg_restore = children.popen(
-                restore_argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=restore_err,
-                env=target.child_env(),
-            )
-            assert pg_dump.stdout
-            size = stream.into(
-                pg_dump.stdout,
-                pg_restore,
-                check=functools.partial(_exited, pg_dump, part, dump_log),
-                abort=functools.partial(_killed, pg_dump),
-                failed=lambda code: restore.stopped("pg_restore", code, restore_log),
-                progress=progress,
-            )
-        for path in (dump_log, restore_log):
-            if path.stat().st_size == 0:
-                path.unlink()
-        flags = stream.restore_flags(creates=part.creates)
-        by_hand = shlex.join(["pg_restore", *flags, "-d", into.dbname or ""])
-        return stream.Part(part.name, size, None, by_hand)
+        size = _relay(
+            (argv, self.endpoint.child_env(), dump_log),
+            (restore_argv, target.child_env(), restore_log),
+            check=lambda pg_dump, _tail: _exited(pg_dump, part, dump_log),
+            failed="pg_restore",
+            progress=progress,
+        )
+        return stream.Part(part.name, size, None, self._by_hand(part))
+
+    def _by_hand(self, part: parts.Part) -> str:
+        """The pg_restore command that restores the part's file by hand."""
+        into = restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
+        return shlex.join(["pg_restore", *stream.restore_flags(creates=part.creates), "-d", into])
+
+    def _copy_slice(
+        self,
+        tools: pgtools.Toolset,
+        part: Slice,
+        snapshot: str,
+        target: Endpoint,
+        log: Path,
+        progress: Progress | None,
+    ) -> stream.Part:
+        """One slice: the source's psql in a transaction that imported the snapshot, into the
+        target's psql, relayed and checked as checks.tablecopy says."""
+        psql = tools.path("psql")
+        quiet = [psql, "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+        begin = sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot))
+        source_argv = [
+            *quiet,
+            "-d",
+            self.endpoint.conninfo(),
+            "-c",
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            "-c",
+            begin.as_string(),
+            "-c",
+            part.copy_out,
+            "-c",
+            "COMMIT",
+        ]
+        into = target.with_dbname(str(self.endpoint.dbname))
+        target_argv = [*quiet, "-d", into.conninfo(), "-c", part.copy_in]
+        out_log = log.with_name(f"{log.name}.{part.name}.source.log")
+        in_log = log.with_name(f"{log.name}.{part.name}.log")
+        size = _relay(
+            (source_argv, tablecopy.session_env(self.endpoint.child_env(), part.encoding), out_log),
+            (target_argv, tablecopy.session_env(target.child_env(), part.encoding), in_log),
+            check=lambda psql, tail: _copied(psql, part, out_log, tail),
+            failed="psql (the target's COPY)",
+            progress=progress,
+            copy_rows_per_byte=part.rows / max(part.bytes, 1),
+        )
+        return stream.Part(part.name, size, None, "binary COPY (the artifact holds these rows)")
 
     @staticmethod
     def _part_flags(part: parts.Part, snapshot: str) -> list[str]:
@@ -212,6 +259,7 @@ class DirectSource:
         return {
             "artifact": ARTIFACT_HOW,
             "streamed_bytes": sum(p.bytes for p in self.kept or []),
+            "binary_copy": self._binary_copy or "none (every table through pg_dump)",
             "written": False,
         }
 
@@ -219,15 +267,13 @@ class DirectSource:
         """The artifact: every part dumped again into `directory`, --jobs at a time, from the
         copy's snapshot (or an equal one: checks.held), with each file's size and SHA-256."""
         assert self._held and self.kept and self._tools
-        tools, streamed = self._tools, {p.name: p for p in self.kept}
+        tools = self._tools
         with held.same_data(self.endpoint, self._held) as (snapshot, how):
             self.artifact_snapshot = how
             pool = ThreadPoolExecutor(max_workers=max(1, min(self.jobs, len(self._plan))))
             with pool, children.stopped_on_error():
                 runs = [
-                    pool.submit(
-                        self._write_part, tools, part, snapshot, directory, streamed, progress
-                    )
+                    pool.submit(self._write_part, tools, part, snapshot, directory, progress)
                     for part in self._plan
                 ]
                 written = [run.result() for run in runs]
@@ -239,7 +285,6 @@ class DirectSource:
         part: parts.Part,
         snapshot: str,
         directory: Path,
-        streamed: dict[str, stream.Part],
         progress: Progress | None,
     ) -> stream.Part:
         dest = directory / part.name
@@ -263,7 +308,7 @@ class DirectSource:
                 _killed(proc)
                 raise
         errlog.unlink()
-        return stream.Part(part.name, size, sha, streamed[part.name].restore)
+        return stream.Part(part.name, size, sha, self._by_hand(part))
 
     def remove_kept(self) -> None:
         """Release the held snapshot (idempotent). Nothing of it is on disk: stage 6's own
@@ -314,12 +359,81 @@ class DirectSource:
             raise restore.stopped(program, restored or dumped, log)
 
 
+Program = tuple[list[str], dict[str, str], Path]  # argv, environment, its stderr's log
+
+
+def _relay(
+    reader: Program,
+    writer: Program,
+    *,
+    check: Callable[[subprocess.Popen[bytes], bytes], None],
+    failed: str,
+    progress: Progress | None,
+    copy_rows_per_byte: float | None = None,
+) -> int:
+    """`reader`'s output into `writer` (checks.stream.into); `check(reader, last bytes)` proves
+    it whole, `failed` names the writer. Logs that stayed empty are removed."""
+    (reader_argv, reader_env, reader_log), (writer_argv, writer_env, writer_log) = reader, writer
+    with (
+        private.open_private(reader_log) as reader_err,
+        private.open_private(writer_log) as writer_err,
+    ):
+        source = children.popen(
+            reader_argv, stdout=subprocess.PIPE, stderr=reader_err, env=reader_env
+        )
+        sink = children.popen(
+            writer_argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=writer_err,
+            env=writer_env,
+        )
+        assert source.stdout
+        size = stream.into(
+            source.stdout,
+            sink,
+            check=functools.partial(check, source),
+            abort=functools.partial(_killed, source),
+            failed=lambda code: restore.stopped(failed, code, writer_log),
+            progress=progress,
+            copy_rows_per_byte=copy_rows_per_byte,
+        )
+    for path in (reader_log, writer_log):
+        if path.stat().st_size == 0:
+            path.unlink()
+    return size
+
+
 def _exited(pg_dump: subprocess.Popen[bytes], part: parts.Part, log: Path) -> None:
-    """pg_dump's output ended: whole only if it exited 0."""
+    """pg_dump's output ended: whole only if it exited 0 (the archive delimits itself)."""
     code = pg_dump.wait()
     if code != 0:
         first = restore.first_error(log)
         raise errors.DumpFailed(f"pg_dump ({part.name}) failed with exit code {code}: {first}")
+
+
+def _copied(psql: subprocess.Popen[bytes], part: Slice, log: Path, tail: bytes) -> None:
+    """The source's COPY ended: whole only if its psql exited 0 after the format's end mark."""
+    code = psql.wait()
+    if code != 0:
+        first = restore.first_error(log)
+        raise errors.DumpFailed(
+            f"the source's COPY ({part.name}) failed with exit code {code}: {first}"
+        )
+    if tail != tablecopy.END_MARK:
+        raise errors.DumpFailed(
+            f"the source's COPY ({part.name}) ended without its end mark: the stream was cut"
+        )
+
+
+def _binary_copy(steps: list[list[parts.Part | Slice]]) -> str:
+    """The tables copied by binary COPY, for the evidence: "public.t in 3 block ranges, ..."."""
+    slices = [p for step in steps for p in step if isinstance(p, Slice)]
+    return ", ".join(
+        ".".join(s.table) + (f" in {s.of} block ranges" if s.of > 1 else "")
+        for s in sorted(slices, key=lambda s: s.table)
+        if s.index == 1
+    )
 
 
 def _killed(pg_dump: subprocess.Popen[bytes]) -> None:

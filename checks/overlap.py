@@ -161,12 +161,16 @@ class Early:
     def loaded(self, part: Part) -> None:
         """A data part was restored: its tables' target digests may start."""
         if part.tables is not None:
-            self._enqueue((s, n, "table") for s, n in part.tables)
+            self.loaded_tables(part.tables)
             return
         with self._connect_target() as conn:
             found = data.tables(conn)
         skip = set(part.excluded)
         self._enqueue((s, n, k) for s, n, k in found if k == "table" and (s, n) not in skip)
+
+    def loaded_tables(self, tables: Iterable[Table]) -> None:
+        """These tables' rows are all in (checks.tablecopy: the last of a table's slices)."""
+        self._enqueue((s, n, "table") for s, n in tables)
 
     def all_loaded(self) -> None:
         """The post-data part was restored (materialized views refreshed): the copy is over."""

@@ -1,5 +1,6 @@
-"""How a direct-mode stream is cut into parts: the schema, the data in streams that run at once
-(--jobs of them), then indexes and constraints.
+"""How a direct-mode archive is cut into parts: the schema, the data in streams that run at once
+(--jobs of them), then indexes and constraints. These are the artifact's parts; the copy's
+are the same without the data of the tables checks.tablecopy copies by binary COPY.
 
 One pg_dump stream copies one table at a time, and a StackBlitz database is mostly one table
 (project files) and the events: the copy then takes the sum of the two, where two streams take
@@ -10,10 +11,11 @@ pg_restore does. The post-data part stays one stream: its index builds took 0.3 
 at 0.25 GB with pg_restore -j1 and -j2 alike (PostgreSQL builds a large index with parallel
 workers of its own).
 
-A table holding a large share of the data streams on its own (the share falls as --jobs grows,
-so that a bigger host splits more); the rest streams together, large objects included. Parts
-run largest first, --jobs at a time. A table is not cut into ranges: pg_dump dumps whole tables
-only, and the artifact must stay a set of archives pg_restore restores by hand.
+A table holding a large share of the data gets a part of its own (the share falls as --jobs
+grows, so that a bigger host splits more); the rest is one part, large objects and sequences'
+values included. Parts run largest first, --jobs at a time. pg_dump dumps whole tables only, so
+the artifact's parts are whole tables; the copy cuts a large table into block ranges instead
+(checks.tablecopy).
 """
 
 from __future__ import annotations
@@ -56,13 +58,21 @@ def alone_share(jobs: int) -> float:
     return min(ALONE_SHARE, 1.0 / (2 * max(jobs, 1)))
 
 
-def plan(conn: psycopg.Connection, jobs: int = 2) -> list[list[Part]]:
-    """Steps, in order; the parts of one step run at once, up to `jobs` of them, largest first."""
-    schema = Part("1-pre-data.dump", ("--section=pre-data",), creates=True)
-    indexes = Part("3-post-data.dump", ("--section=post-data",), creates=False)
+def plan(
+    conn: psycopg.Connection, jobs: int = 2, elsewhere: tuple[Table, ...] = ()
+) -> list[list[Part]]:
+    """Steps, in order; the parts of one step run at once, up to `jobs` of them, largest first.
+    The artifact's parts; the copy's, without the data of the tables copied `elsewhere`
+    (checks.tablecopy's binary COPY)."""
     rows = conn.execute(_TABLES).fetchall()
     total = rows[0][3] if rows else 0
-    alone = [(s, n) for s, n, size, _ in rows if total and size >= alone_share(jobs) * total]
+    alone = [
+        (s, n)
+        for s, n, size, _ in rows
+        if total and size >= alone_share(jobs) * total and (s, n) not in elsewhere
+    ]
+    schema = Part("1-pre-data.dump", ("--section=pre-data",), creates=True)
+    indexes = Part("3-post-data.dump", ("--section=post-data",), creates=False)
     data = [
         Part(
             f"2-data-{name}.dump"
@@ -76,14 +86,15 @@ def plan(conn: psycopg.Connection, jobs: int = 2) -> list[list[Part]]:
         for schema_name, name in alone
     ]
     # -t leaves large objects out and --exclude-table-data keeps them: they are dumped once.
+    excluded = (*alone, *elsewhere)
     excludes = tuple(
-        f"--exclude-table-data={sql.Identifier(s, n).as_string(conn)}" for s, n in alone
+        f"--exclude-table-data={sql.Identifier(s, n).as_string(conn)}" for s, n in excluded
     )
     rest = Part(
         "2-data.dump",
         ("--section=data", *excludes),
         creates=False,
-        excluded=tuple(alone),
+        excluded=excluded,
         data=True,
     )
     return [[schema], [*data, rest], [indexes]]

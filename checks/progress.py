@@ -60,6 +60,11 @@ class Progress:
             self.rows += rows
         self._tick()
 
+    def add_rows(self, rows: int) -> None:
+        """Rows done that are not lines in the bytes (checks.tablecopy: an estimate)."""
+        with self._lock:
+            self.rows += rows
+
     def advance(self, nbytes: int) -> None:
         """Count bytes done without the bytes themselves (a table scanned, say)."""
         with self._lock:

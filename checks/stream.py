@@ -9,7 +9,8 @@ data in two streams at once, then indexes and constraints); the artifact is a di
 the parts, each restorable with pg_restore, and a SHA256SUMS file (`sha256sum -c`).
 
 Writing the artifact during the copy made the outage carry it, so the copy writes nothing: in
-direct mode it only relays (`into`), in Kubernetes mode pg_dump feeds pg_restore inside the pod;
+direct mode it only relays (`into`: pg_dump into pg_restore, or a larger table's binary COPY
+between two psql, checks.tablecopy), in Kubernetes mode pg_dump feeds pg_restore inside the pod;
 the artifact is dumped after verification from the copy's own snapshot, held open till then
 (checks.held), so it holds the rows the target got, and written here with its SHA-256 (`keep`).
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from checks import errors, private
+from checks import errors, private, tablecopy
 from checks.dumpfile import CHUNK
 from checks.progress import Progress
 from checks.syncing import syncing
@@ -52,6 +53,7 @@ def restore_flags(*, creates: bool) -> list[str]:
 RESTORER_WAIT_S = 120  # for a restore to fail on a cut archive before it is killed
 FORMAT = "pg_dump custom archive, uncompressed (-Fc -Z0)"
 _MAGIC = b"PGDMP"
+_TAIL = len(tablecopy.END_MARK)  # the bytes `release` sees
 
 
 class SinkStopped(Exception):
@@ -109,21 +111,32 @@ def seal(partial: Path, final: Path, parts: list[Part]) -> Archive:
     return Archive(final, tuple(parts))
 
 
-def _chunks(stream: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
-    """pg_dump's archive as it arrives, checked to start as one, counted by `progress`."""
-    first = True
+def _chunks(
+    stream: BinaryIO, progress: Progress | None, copy_rows_per_byte: float | None = None
+) -> Iterator[bytes]:
+    """pg_dump's archive as it arrives, checked to start as one, counted by `progress`. With
+    `copy_rows_per_byte`, a binary COPY's rows (checks.tablecopy) instead, whose rows are counted
+    by that estimate: they are not lines."""
+    first, archive = True, copy_rows_per_byte is None
+    magic = _MAGIC if archive else tablecopy.SIGNATURE
     with progress.streaming() if progress else contextlib.nullcontext():
         while chunk := stream.read(CHUNK):
-            if first and not chunk.startswith(_MAGIC):
+            if first and not chunk.startswith(magic):
                 raise errors.DumpFailed(
                     "pg_dump's output is not a custom-format archive: check its log"
+                    if archive
+                    else "the source's COPY output is not binary COPY data: check its log"
                 )
             first = False
             yield chunk
             if progress:
-                progress.add(chunk)  # -Z0: COPY rows are lines in the archive too
+                progress.add(chunk, count_rows=archive)  # -Z0: COPY rows are lines in it too
+                if copy_rows_per_byte:
+                    progress.add_rows(round(len(chunk) * copy_rows_per_byte))
     if first:
-        raise errors.DumpFailed("pg_dump wrote nothing: check its log")
+        raise errors.DumpFailed(
+            "pg_dump wrote nothing: check its log" if archive else "the source's COPY wrote nothing"
+        )
 
 
 def keep(
@@ -162,20 +175,22 @@ def relay(
     stream: BinaryIO,
     sink: BinaryIO,
     *,
-    release: Callable[[int], None],
+    release: Callable[[int, bytes], None],
     progress: Progress | None = None,
+    copy_rows_per_byte: float | None = None,
 ) -> int:
-    """Copy `stream` into `sink` (a restore's stdin); `release(size)` runs when the stream ends,
-    as in `keep`, before the sink is closed. Returns the size. Raises DumpFailed or
+    """Copy `stream` into `sink` (a restore's stdin); `release(size, last bytes)` runs when the
+    stream ends, as in `keep`, before the sink is closed. Returns the size. Raises DumpFailed or
     SinkStopped."""
-    size = 0
-    for chunk in _chunks(stream, progress):
+    size, tail = 0, b""
+    for chunk in _chunks(stream, progress, copy_rows_per_byte):
         size += len(chunk)
+        tail = (tail + chunk)[-_TAIL:]
         try:
             sink.write(chunk)
         except BrokenPipeError:
             raise SinkStopped() from None
-    release(size)
+    release(size, tail)
     return size
 
 
@@ -183,28 +198,36 @@ def into(
     dump_out: BinaryIO,
     restorer: subprocess.Popen[bytes],
     *,
-    check: Callable[[], None],
+    check: Callable[[bytes], None],
     abort: Callable[[], object],
     failed: Callable[[int], errors.RestoreFailed],
     progress: Progress | None = None,
+    copy_rows_per_byte: float | None = None,
 ) -> int:
     """Relay a running dump into a running restore (its stdin a pipe); the bytes relayed once
     both succeed. No file is written: direct mode's artifact is dumped after verification from
     the same snapshot (checks.held).
 
-    `check()` proves the dump's side whole once its output ends (pg_dump's exit status) and
-    `abort()` stops it; `failed(exit code)` is the restore's error.
+    `check(last bytes)` proves the dump's side whole once its output ends (pg_dump's exit
+    status) and `abort()` stops it; `failed(exit code)` is the restore's error. With
+    `copy_rows_per_byte` the stream is a binary COPY's rows (checks.tablecopy), not an archive.
     """
     assert restorer.stdin
     sink = restorer.stdin
 
-    def release(_size: int) -> None:
-        check()
+    def release(_size: int, tail: bytes) -> None:
+        check(tail)
         with contextlib.suppress(BrokenPipeError):
             sink.close()
 
     try:
-        size = relay(dump_out, sink, release=release, progress=progress)
+        size = relay(
+            dump_out,
+            sink,
+            release=release,
+            progress=progress,
+            copy_rows_per_byte=copy_rows_per_byte,
+        )
     except SinkStopped:
         abort()
         raise failed(restorer.wait()) from None
@@ -213,7 +236,11 @@ def into(
         # archive rather than finishing it. It is waited for, not killed, so that once this
         # returns nothing more can be created on the target and the caller's cleanup sees all
         # there is.
+        # A COPY's rows are not: cut between two rows they would end as a whole COPY. Its psql
+        # is killed instead, so that its transaction rolls back.
         abort()
+        if copy_rows_per_byte is not None:
+            restorer.kill()
         with contextlib.suppress(BrokenPipeError):
             sink.close()
         try:
