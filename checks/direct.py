@@ -189,9 +189,7 @@ class DirectSource:
         progress: Progress | None,
     ) -> stream.Part:
         argv = self._pg_dump(tools, self._part_flags(part, snapshot))
-        into = target.with_dbname(
-            restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
-        )
+        into = target.with_dbname(self._restores_into(part))
         restore_argv = restore.pg_restore_argv(tools, into.conninfo(), creates=part.creates)
         dump_log = log.with_name(f"{log.name}.{part.name}.pg_dump.log")
         restore_log = log.with_name(f"{log.name}.{part.name}.log")
@@ -204,10 +202,15 @@ class DirectSource:
         )
         return stream.Part(part.name, size, None, self._by_hand(part))
 
+    def _restores_into(self, part: parts.Part) -> str:
+        """The database a part's pg_restore connects to: the one that creates it starts in the
+        maintenance database, as the seed's psql does."""
+        return restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
+
     def _by_hand(self, part: parts.Part) -> str:
         """The pg_restore command that restores the part's file by hand."""
-        into = restore.MAINTENANCE_DB if part.creates else str(self.endpoint.dbname)
-        return shlex.join(["pg_restore", *stream.restore_flags(creates=part.creates), "-d", into])
+        flags = stream.restore_flags(creates=part.creates)
+        return shlex.join(["pg_restore", *flags, "-d", self._restores_into(part)])
 
     def _copy_slice(
         self,

@@ -185,7 +185,7 @@ def relay(
     size, tail = 0, b""
     for chunk in _chunks(stream, progress, copy_rows_per_byte):
         size += len(chunk)
-        tail = (tail + chunk)[-_TAIL:]
+        tail = (tail + chunk[-_TAIL:])[-_TAIL:]  # not the whole chunk: this is per MB
         try:
             sink.write(chunk)
         except BrokenPipeError:
